@@ -1,0 +1,60 @@
+"""One error tree: each error carries the exit code and a message that says what to do."""
+
+from __future__ import annotations
+
+
+class GlazeError(Exception):
+    """An error the user can act on; the CLI prints its message and exits with its code."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UsageError(GlazeError):
+    """Bad usage, config or input; nothing was changed."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """glaze.toml is wrong; the message names the file and key."""
+
+
+class InputError(UsageError):
+    """The sheet cannot be used; the message names the file, line or column."""
+
+
+class WorkspaceBusy(GlazeError):
+    """Another glaze run holds the workspace."""
+
+    exit_code = 75
+
+
+class StateError(GlazeError):
+    """The workspace state could not be read or written."""
+
+    exit_code = 1
+
+
+class ProviderError(Exception):
+    """A provider call failed; `transient` errors are retried, others are not."""
+
+    transient = False
+
+    def __init__(self, message: str, *, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
+
+
+class TransientProviderError(ProviderError):
+    """Timeouts, connection errors, 5xx and 429: worth retrying."""
+
+    transient = True
+
+
+class PermanentProviderError(ProviderError):
+    """A request the provider will never answer (4xx other than not-found and 429, bad payload)."""

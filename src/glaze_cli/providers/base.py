@@ -1,0 +1,119 @@
+"""The provider interface: inputs in, an Answer out. Providers never touch the store, cache or screen."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import anyio
+
+from glaze_cli.config import Limits
+from glaze_cli.models import Answer
+
+_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+
+
+def placeholders(template: Any) -> list[str]:
+    """The `{column}` names used anywhere in a string, list or dict template, in order of first use."""
+    found: list[str] = []
+    if isinstance(template, str):
+        found = _PLACEHOLDER.findall(template)
+    elif isinstance(template, dict):
+        for key, value in template.items():
+            found += placeholders(key) + placeholders(value)
+    elif isinstance(template, list):
+        for value in template:
+            found += placeholders(value)
+    return list(dict.fromkeys(found))
+
+
+def fill(template: Any, values: Mapping[str, str], encode: Any = None) -> Any:
+    """Substitute `{column}` in a template with row values (passed through `encode` if given)."""
+    if isinstance(template, str):
+        return _PLACEHOLDER.sub(lambda m: encode(values[m.group(1)]) if encode else values[m.group(1)], template)
+    if isinstance(template, dict):
+        return {fill(k, values, encode): fill(v, values, encode) for k, v in template.items()}
+    if isinstance(template, list):
+        return [fill(v, values, encode) for v in template]
+    return template
+
+
+def as_text(value: Any) -> str | None:
+    """A provider value as sheet text: strings as they are, numbers plainly, objects as JSON."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if isinstance(value, int | float):
+        return repr(value) if isinstance(value, float) and not value.is_integer() else str(int(value))
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+class Provider(ABC):
+    """One source of field values. Subclasses set `inputs`/`outputs` and implement `fetch`."""
+
+    type: str = "provider"
+    #: whether answers go through the on-disk cache (local computations need not)
+    cached: bool = True
+    #: >1: the runner gathers concurrent calls and hands them to `fetch_batch` together
+    batch_size: int = 1
+
+    def __init__(self, name: str, *, inputs: Sequence[str], outputs: Sequence[str], limits: Limits,
+                 cost: float = 0.0, settings: Any = None) -> None:
+        self.name = name
+        self.inputs = tuple(inputs)
+        self.outputs = tuple(outputs)
+        self.limits = limits
+        self.cost = cost
+        self._settings = settings
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of everything that shapes the answer (not secrets, not limits): part of cache keys."""
+        blob = json.dumps([self.type, self._settings], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def input_values(self, row: Mapping[str, str | None]) -> dict[str, str] | None:
+        """The row values this provider reads, or None when one is empty (nothing to ask)."""
+        values = {}
+        for column in self.inputs:
+            value = row.get(column)
+            if value is None or not value.strip():
+                return None
+            values[column] = value
+        return values
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Open connections or load data before the first call."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what `start` opened."""
+
+    @abstractmethod
+    async def fetch(self, inputs: Mapping[str, str]) -> Answer:
+        """Answer for one set of inputs; raise ProviderError subclasses for failures."""
+
+    async def fetch_batch(self, batch: Sequence[Mapping[str, str]]) -> list[Answer]:
+        """Answers for many inputs at once; by default one `fetch` each, concurrently."""
+        answers: list[Answer | None] = [None] * len(batch)
+
+        async def one(i: int) -> None:
+            answers[i] = await self.fetch(batch[i])
+
+        async with anyio.create_task_group() as tg:
+            for i in range(len(batch)):
+                tg.start_soon(one, i)
+        return answers  # type: ignore[return-value]
+
+    def describe(self) -> dict[str, Any]:
+        """What `glaze providers` shows."""
+        limits = self.limits
+        return {"name": self.name, "type": self.type, "inputs": list(self.inputs), "outputs": list(self.outputs),
+                "concurrency": limits.concurrency, "rate": str(limits.rate) if limits.rate else None,
+                "cost": self.cost, "cached": self.cached}

@@ -1,0 +1,459 @@
+"""The async engine: claim batches, run cells under limits, follow waterfalls, coalesce identical calls,
+and hand results to the store in batches. Writes no SQL: every store call goes through `StoreGateway`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import anyio
+
+from glaze_cli.cache import ResponseCache, cache_key
+from glaze_cli.errors import ProviderError
+from glaze_cli.limits import ProviderLimiter
+from glaze_cli.models import Answer, CallRecord, CellResult, ClaimedRow, Outcome, TaskStatus
+from glaze_cli.providers.base import Provider
+from glaze_cli.store import Store
+
+T = TypeVar("T")
+
+
+class StoreGateway:
+    """Runs store methods in a worker thread, one at a time, so the event loop never blocks on DuckDB."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._lock = anyio.Lock()
+
+    async def call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call `method(*args, **kwargs)` in a thread, serialised with every other store call."""
+        async with self._lock:
+            return await anyio.to_thread.run_sync(lambda: method(*args, **kwargs), abandon_on_cancel=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One provider in a field's waterfall."""
+
+    provider: Provider
+    min_confidence: float = 0.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to fill and how: each field's waterfall over built providers."""
+
+    sheet_id: int
+    fields: tuple[str, ...]
+    waterfalls: dict[str, tuple[Step, ...]]
+    providers: dict[str, Provider]
+    max_row_index: int | None = None
+
+
+@dataclass
+class ProviderStats:
+    """Live counters for one provider."""
+
+    limit: int
+    calls: int = 0
+    cache_hits: int = 0
+    errors: int = 0
+    retries: int = 0
+    spend: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def quantile(self, q: float) -> float:
+        """A latency quantile over the most recent calls, in ms."""
+        recent = sorted(self.latencies_ms[-2000:])
+        if not recent:
+            return 0.0
+        return recent[min(len(recent) - 1, int(math.ceil(q * len(recent))) - 1)]
+
+
+@dataclass
+class RunStats:
+    """Live progress, read by the display and the final summary."""
+
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    filled: int = 0
+    spend: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    fields: dict[str, dict[str, int]] = field(default_factory=dict)
+    providers: dict[str, ProviderStats] = field(default_factory=dict)
+    stop_reason: str | None = None
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the run started."""
+        return time.monotonic() - self.started
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Knobs of one run."""
+
+    job_id: str
+    concurrency: int | None = None
+    budget: float | None = None
+    deadline: float | None = None  # time.monotonic() value at which to stop
+    refresh: bool = False
+    claim_size: int = 2000
+    flush_interval: float = 0.25
+    flush_cells: int = 2000
+    grace: float = 5.0
+
+
+class _StopRun(Exception):
+    """Raised inside a row when the run must stop before starting another call."""
+
+
+class _Pending:
+    """An in-flight provider request that identical requests wait on."""
+
+    __slots__ = ("answer", "event")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.answer: Answer | None = None
+
+
+class ResultWriter:
+    """Buffers finished cells and call records; flushes them every `interval` s or `max_cells` cells."""
+
+    def __init__(self, gateway: StoreGateway, job_id: str, interval: float, max_cells: int) -> None:
+        self.gateway = gateway
+        self.job_id = job_id
+        self.interval = interval
+        self.max_cells = max_cells
+        self.results: list[CellResult] = []
+        self.calls: list[CallRecord] = []
+        self.flushes = 0
+        self._wake = anyio.Event()
+        self._closed = False
+
+    def add_result(self, result: CellResult) -> None:
+        """Queue a finished cell."""
+        self.results.append(result)
+        if len(self.results) >= self.max_cells:
+            self._wake.set()
+
+    def add_call(self, record: CallRecord) -> None:
+        """Queue a provider call record."""
+        self.calls.append(record)
+        if len(self.calls) >= 4 * self.max_cells:
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Flush periodically until closed, then once more."""
+        while not self._closed:
+            with anyio.move_on_after(self.interval):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            await self.flush()
+        await self.flush()
+
+    def close(self) -> None:
+        """Ask `run` to do a last flush and return."""
+        self._closed = True
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Write everything buffered in one store transaction."""
+        if not self.results and not self.calls:
+            return
+        results, self.results = self.results, []
+        calls, self.calls = self.calls, []
+        with anyio.CancelScope(shield=True):
+            await self.gateway.call(self.gateway.store.record_results, self.job_id, results, calls)
+        self.flushes += 1
+
+
+class Runner:
+    """Fills the plan's queued cells; returns when they are all finished or the run is told to stop."""
+
+    def __init__(self, gateway: StoreGateway, cache: ResponseCache, plan: Plan, options: RunOptions,
+                 stats: RunStats) -> None:
+        self.gateway = gateway
+        self.cache = cache
+        self.plan = plan
+        self.options = options
+        self.stats = stats
+        self.writer = ResultWriter(gateway, options.job_id, options.flush_interval, options.flush_cells)
+        global_slots = anyio.CapacityLimiter(options.concurrency) if options.concurrency else None
+        self.limiters = {name: ProviderLimiter(p.limits, global_slots) for name, p in plan.providers.items()}
+        self._inflight: dict[str, _Pending] = {}
+        self._fresh: set[str] = set()
+        self._batchers = {name: _Batcher(p) for name, p in plan.providers.items() if p.batch_size > 1}
+        total_slots = sum(p.limits.concurrency for p in plan.providers.values())
+        if options.concurrency:
+            total_slots = min(total_slots, options.concurrency)
+        self._row_slots = anyio.Semaphore(max(64, 2 * total_slots))
+        self.stopping = False
+        self._rows_scope = anyio.CancelScope()
+        self._watch_scope = anyio.CancelScope()
+        self._random = random.Random()
+        for name, provider in plan.providers.items():
+            stats.providers.setdefault(name, ProviderStats(limit=provider.limits.concurrency))
+        for name in plan.fields:
+            stats.fields.setdefault(name, {"done": 0, "failed": 0, "filled": 0})
+
+    def stop(self, reason: str) -> None:
+        """Stop claiming; rows already started finish, rows not started go back to the queue."""
+        if not self.stopping:
+            self.stopping = True
+            self.stats.stop_reason = self.stats.stop_reason or reason
+
+    async def run(self) -> None:
+        """Claim and process batches until the queue is empty or `stop` is called."""
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self.writer.run)
+            outer.start_soon(self._watch_deadline)
+            try:
+                with self._rows_scope:
+                    async with anyio.create_task_group() as rows:
+                        await self._feed(rows)
+            finally:
+                self.writer.close()
+                self._watch_scope.cancel()
+
+    def cancel_rows(self) -> None:
+        """Cancel the rows in flight now (after a stop's grace); their cells go back to the queue."""
+        self.stop("cancelled")
+        self._rows_scope.cancel()
+
+    async def _watch_deadline(self) -> None:
+        with self._watch_scope:
+            if self.options.deadline is None:
+                await anyio.sleep_forever()
+            await anyio.sleep(max(0.0, self.options.deadline - time.monotonic()))
+            self.stop("max-runtime")
+
+    async def _feed(self, rows_group: anyio.abc.TaskGroup) -> None:
+        plan = self.plan
+        while not self.stopping:
+            with anyio.CancelScope(shield=True):
+                batch = await self.gateway.call(
+                    self.gateway.store.claim_batch, plan.sheet_id, plan.fields, self.options.job_id,
+                    self.options.claim_size, plan.max_row_index,
+                )
+            if not batch:
+                return
+            for index, row in enumerate(batch):
+                try:
+                    await self._row_slots.acquire()
+                except anyio.get_cancelled_exc_class():
+                    for rest in batch[index:]:
+                        self._release(rest.cells)
+                    raise
+                if self.stopping:
+                    self._row_slots.release()
+                    for rest in batch[index:]:
+                        self._release(rest.cells)
+                    return
+                rows_group.start_soon(self._process_row, row)
+
+    def _release(self, cells: Sequence[Any]) -> None:
+        for cell in cells:
+            self.writer.add_result(CellResult(cell.task_id, cell.row_id, TaskStatus.QUEUED))
+
+    async def _process_row(self, row: ClaimedRow) -> None:
+        pending = {cell.field: cell for cell in row.cells}
+        try:
+            await self._enrich_row(row, pending)
+        except _StopRun:
+            pass
+        finally:
+            # Whatever did not finish (stop, cancellation) goes back to the queue, counters and all.
+            self._release(list(pending.values()))
+            self._row_slots.release()
+
+    async def _enrich_row(self, row: ClaimedRow, pending: dict[str, Any]) -> None:
+        """Walk every pending field's waterfall, asking each provider at most once for this row."""
+        position = dict.fromkeys(pending, 0)
+        errors: dict[str, str] = {}
+        answers: dict[str, Answer] = {}
+        while pending:
+            wanted: dict[str, list[str]] = {}
+            for name in pending:
+                step = self.plan.waterfalls[name][position[name]]
+                wanted.setdefault(step.provider.name, []).append(name)
+            missing = [p for p in wanted if p not in answers]
+            if len(missing) == 1:
+                answers[missing[0]] = await self._answer(self.plan.providers[missing[0]], row.data)
+            elif missing:
+                async with anyio.create_task_group() as tg:
+                    for pname in missing:
+                        tg.start_soon(self._answer_into, answers, pname, row.data)
+            for pname, names in wanted.items():
+                answer = answers[pname]
+                for name in names:
+                    step = self.plan.waterfalls[name][position[name]]
+                    value = answer.values.get(name) if answer.outcome is Outcome.OK else None
+                    if answer.outcome is Outcome.ERROR:
+                        errors[name] = f"{pname}: {answer.error}"
+                    if value is not None and answer.confidence >= step.min_confidence:
+                        self._finish(pending.pop(name), TaskStatus.DONE, value, answer.confidence, pname)
+                        continue
+                    position[name] += 1
+                    if position[name] >= len(self.plan.waterfalls[name]):
+                        cell = pending.pop(name)
+                        if name in errors:
+                            self._finish(cell, TaskStatus.FAILED, error=errors[name])
+                        else:
+                            self._finish(cell, TaskStatus.DONE)
+
+    async def _answer_into(self, answers: dict[str, Answer], pname: str, data: Mapping[str, str | None]) -> None:
+        answers[pname] = await self._answer(self.plan.providers[pname], data)
+
+    def _finish(self, cell: Any, status: TaskStatus, value: str | None = None, confidence: float | None = None,
+                provider: str | None = None, error: str | None = None) -> None:
+        self.writer.add_result(CellResult(cell.task_id, cell.row_id, status, value,
+                                          confidence if value is not None else None, provider, error))
+        field_stats = self.stats.fields[cell.field]
+        if status is TaskStatus.DONE:
+            self.stats.done += 1
+            field_stats["done"] += 1
+            if value is not None:
+                self.stats.filled += 1
+                field_stats["filled"] += 1
+        else:
+            self.stats.failed += 1
+            field_stats["failed"] += 1
+
+    async def _answer(self, provider: Provider, data: Mapping[str, str | None]) -> Answer:
+        """The provider's answer for this row: from a call in flight, the cache, or one new call."""
+        inputs = provider.input_values(data)
+        if inputs is None:
+            return Answer(Outcome.NOT_FOUND)
+        key = cache_key(provider.name, provider.fingerprint, inputs)
+        pending = self._inflight.get(key)
+        if pending is not None:
+            await pending.event.wait()
+            answer = pending.answer
+            assert answer is not None
+            self._record_hit(provider, answer)
+            return answer
+        if provider.cached and (not self.options.refresh or key in self._fresh):
+            cached = self.cache.get(key)
+            if cached is not None:
+                self._record_hit(provider, cached)
+                return cached
+        pending = self._inflight[key] = _Pending()
+        try:
+            answer = await self._call(provider, inputs)
+            if provider.cached:
+                ttl = provider.limits.not_found_ttl if answer.outcome is Outcome.NOT_FOUND else provider.limits.cache_ttl
+                self.cache.set(key, answer, ttl, provider.name)
+                self._fresh.add(key)
+            pending.answer = answer
+            return answer
+        finally:
+            if pending.answer is None:
+                pending.answer = Answer(Outcome.ERROR, error="the run stopped before this call finished")
+            del self._inflight[key]
+            pending.event.set()
+
+    def _record_hit(self, provider: Provider, answer: Answer) -> None:
+        self.stats.providers[provider.name].cache_hits += 1
+        if provider.cached:
+            self.writer.add_call(CallRecord(provider.name, str(answer.outcome), None, 0.0, 0, 0.0, True,
+                                            at=time.time()))
+
+    async def _call(self, provider: Provider, inputs: Mapping[str, str]) -> Answer:
+        """Call the provider under its limits, retrying transient errors with jittered backoff."""
+        stats = self.stats.providers[provider.name]
+        limiter = self.limiters[provider.name]
+        attempts = provider.limits.retries + 1
+        for attempt in range(1, attempts + 1):
+            if self.stopping:
+                raise _StopRun
+            batcher = self._batchers.get(provider.name)
+            # A batch provider is local and answers a whole batch at once: no per-call slot.
+            async with limiter.slot() if batcher is None else _no_slot():
+                if self.stopping:
+                    raise _StopRun
+                budget = self.options.budget
+                if budget is not None and provider.cost and self.stats.spend + provider.cost > budget + 1e-12:
+                    self.stop("budget")
+                    raise _StopRun
+                self.stats.spend += provider.cost
+                stats.spend += provider.cost
+                stats.calls += 1
+                if attempt > 1:
+                    stats.retries += 1
+                started = time.perf_counter()
+                try:
+                    if batcher is not None:
+                        answer = await batcher.fetch(inputs)
+                    else:
+                        answer = await provider.fetch(inputs)
+                except ProviderError as exc:
+                    latency = (time.perf_counter() - started) * 1000
+                    stats.errors += 1
+                    stats.latencies_ms.append(latency)
+                    self.writer.add_call(CallRecord(provider.name, str(Outcome.ERROR), exc.http_status, latency,
+                                                    attempt, provider.cost, False, exc.message, time.time()))
+                    if not exc.transient or attempt == attempts:
+                        return Answer(Outcome.ERROR, error=exc.message, http_status=exc.http_status)
+                else:
+                    latency = (time.perf_counter() - started) * 1000
+                    stats.latencies_ms.append(latency)
+                    if provider.cached or provider.batch_size > 1 or provider.cost:
+                        self.writer.add_call(CallRecord(provider.name, str(answer.outcome), answer.http_status,
+                                                        latency, attempt, provider.cost, False, None, time.time()))
+                    return answer
+            # Exponential backoff with full jitter, outside the slot so others can use it.
+            await anyio.sleep(self._random.uniform(0, min(10.0, 0.2 * 2 ** (attempt - 1))))
+        raise AssertionError("unreachable")
+
+
+@asynccontextmanager
+async def _no_slot() -> AsyncIterator[None]:
+    yield
+
+
+class _Batcher:
+    """Gathers concurrent calls to a batch provider (a lookup) into one `fetch_batch` per batch."""
+
+    def __init__(self, provider: Provider, wait: float = 0.002) -> None:
+        self.provider = provider
+        self.wait = wait
+        self._queue: list[tuple[Mapping[str, str], _Pending]] = []
+        self._leading = False
+
+    async def fetch(self, inputs: Mapping[str, str]) -> Answer:
+        """Join the next batch; the first caller waits a moment for others, then runs every batch queued."""
+        slot = _Pending()
+        self._queue.append((inputs, slot))
+        if not self._leading:
+            self._leading = True
+            try:
+                await anyio.sleep(self.wait)
+                while self._queue:
+                    size = self.provider.batch_size
+                    batch, self._queue = self._queue[:size], self._queue[size:]
+                    try:
+                        answers = await self.provider.fetch_batch([item for item, _ in batch])
+                    except ProviderError as exc:
+                        answers = [Answer(Outcome.ERROR, error=exc.message)] * len(batch)
+                    for (_, waiting), answer in zip(batch, answers, strict=True):
+                        waiting.answer = answer
+                        waiting.event.set()
+            finally:
+                self._leading = False
+                for _, waiting in self._queue if slot.answer is None else ():
+                    waiting.answer = Answer(Outcome.ERROR, error="the run stopped before this lookup ran")
+                    waiting.event.set()
+        await slot.event.wait()
+        assert slot.answer is not None
+        if slot.answer.outcome is Outcome.ERROR:
+            raise ProviderError(slot.answer.error or "lookup failed")
+        return slot.answer

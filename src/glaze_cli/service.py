@@ -1,0 +1,398 @@
+"""The use cases (enrich, status, reconcile, export, providers, cache): wire config, sheet, store,
+cache and runner together. The CLI calls one function here and renders what it returns.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import polars as pl
+
+from glaze_cli.cache import ResponseCache, cache_key
+from glaze_cli.config import Config, FieldConfig, find_config, load_config
+from glaze_cli.errors import ConfigError, InputError, UsageError
+from glaze_cli.models import Outcome
+from glaze_cli.providers import Provider, build_provider
+from glaze_cli.providers.builtin import BUILTIN_INPUT_HINTS, BUILTIN_OUTPUTS, builtin_providers
+from glaze_cli.runner import Plan, Runner, RunOptions, RunStats, Step, StoreGateway
+from glaze_cli.sheet import check_output, default_output, read_sheet, write_sheet
+from glaze_cli.store import SheetInfo, Store
+from glaze_cli.workspace import Workspace, workspace_dir
+
+EXIT_OK, EXIT_FAILED_CELLS, EXIT_STOPPED = 0, 1, 3
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+
+@dataclass(frozen=True)
+class EnrichRequest:
+    """Everything `glaze enrich` was asked to do."""
+
+    sheet: Path
+    fields: tuple[str, ...]
+    workspace: Path | None = None
+    config: Path | None = None
+    key: str | None = None
+    output: Path | None = None
+    rows: int | None = None
+    retry_failed: bool = False
+    refresh: bool = False
+    budget: float | None = None
+    max_runtime: float | None = None
+    concurrency: int | None = None
+    dry_run: bool = False
+    wait: float = 0.0
+    encoding: str | None = None
+    formula_guard: bool = True
+    grace: float = 5.0
+    argv: tuple[str, ...] = ()
+
+
+@dataclass
+class EnrichSummary:
+    """What a run did, for the final line or `--json`."""
+
+    sheet: str
+    output: str | None
+    job_id: str | None
+    fields: list[str]
+    cells: int = 0
+    done: int = 0
+    failed: int = 0
+    filled: int = 0
+    queued_left: int = 0
+    calls: dict[str, int] = field(default_factory=dict)
+    cache_hits: dict[str, int] = field(default_factory=dict)
+    spend: float = 0.0
+    duration_s: float = 0.0
+    stop_reason: str | None = None
+    exit_code: int = 0
+    dry_run: dict[str, Any] | None = None
+    rows_loaded: int = 0
+    new_rows: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The `--json` summary object."""
+        out = {k: v for k, v in self.__dict__.items() if k != "dry_run"}
+        out["duration_s"] = round(self.duration_s, 3)
+        out["spend"] = round(self.spend, 6)
+        if self.dry_run is not None:
+            out["dry_run"] = self.dry_run
+        return out
+
+
+ProgressFactory = Callable[[RunStats], AbstractContextManager[Any]]
+
+
+def open_workspace(explicit: Path | None) -> Workspace:
+    """The workspace a command works in."""
+    return Workspace(workspace_dir(explicit))
+
+
+def _check_key(frame: pl.DataFrame, key: str, sheet: Path) -> None:
+    if key not in frame.columns:
+        raise InputError(f"{sheet}: key column {key!r} is not in the sheet (columns: {', '.join(frame.columns)}); "
+                         "fix --key or [sheet].key")
+    blank = frame.filter(pl.col(key).is_null() | (pl.col(key).str.strip_chars() == "")).height
+    if blank:
+        raise InputError(f"{sheet}: key column {key!r} is empty in {blank} row(s); every row needs a key, "
+                         "or drop --key to identify rows by their values")
+    dupes = frame.group_by(key).len().filter(pl.col("len") > 1)
+    if dupes.height:
+        example = dupes[key][0]
+        raise InputError(f"{sheet}: key column {key!r} has {dupes.height} duplicated value(s) (e.g. {example!r}); "
+                         "row identity must be unique — pick another key or drop --key")
+
+
+def plan_providers(config: Config, fields: Sequence[str], columns: Sequence[str],
+                   sheet: Path) -> tuple[dict[str, tuple[Step, ...]], dict[str, Provider]]:
+    """Each field's waterfall, with only the providers it needs built (and their ${VAR}s resolved)."""
+    builtins = builtin_providers(columns)
+    configured_outputs = {name: pc.outputs for name, pc in config.providers.items()}
+    chains: dict[str, list[str]] = {}
+    for name in fields:
+        fconf = config.fields.get(name, FieldConfig())
+        if fconf.providers is not None:
+            chain = list(fconf.providers)
+            for pname in chain:
+                outputs = configured_outputs.get(pname, BUILTIN_OUTPUTS.get(pname))
+                if outputs is None:
+                    known = ", ".join(list(config.providers) + list(BUILTIN_OUTPUTS))
+                    raise ConfigError(f"config {config.source}: fields.{name}.providers: unknown provider "
+                                      f"{pname!r} (known: {known})")
+                if name not in outputs:
+                    raise ConfigError(f"config {config.source}: fields.{name}.providers: provider {pname!r} has no "
+                                      f"output {name!r} (it outputs {', '.join(outputs)})")
+        else:
+            chain = [p for p, outs in configured_outputs.items() if name in outs]
+            chain += [p for p, outs in BUILTIN_OUTPUTS.items() if name in outs and p in builtins]
+        if not chain:
+            hint = next((f"; the built-in {p} needs {BUILTIN_INPUT_HINTS[p]}" for p, outs in BUILTIN_OUTPUTS.items()
+                         if name in outs), "; add a provider with this output to glaze.toml")
+            raise ConfigError(f"config {config.source}: field {name!r}: no provider outputs it{hint}")
+        chains[name] = chain
+    providers: dict[str, Provider] = {}
+    for pname in dict.fromkeys(p for chain in chains.values() for p in chain):
+        if pname in config.providers:
+            provider = build_provider(config.providers[pname], config.source, config.base_dir)
+        elif pname in builtins:
+            provider = builtins[pname]
+        else:
+            raise InputError(f"{sheet}: the built-in {pname} needs {BUILTIN_INPUT_HINTS[pname]}; the sheet has "
+                             f"none (columns: {', '.join(columns)})")
+        missing = [c for c in provider.inputs if c not in columns]
+        if missing:
+            raise InputError(f"{sheet}: provider {pname!r} uses column {missing[0]!r}, which the sheet does not "
+                             f"have (columns: {', '.join(columns)})")
+        providers[pname] = provider
+    waterfalls = {
+        name: tuple(Step(providers[p], config.fields.get(name, FieldConfig()).min_confidence) for p in chain)
+        for name, chain in chains.items()
+    }
+    return waterfalls, providers
+
+
+def enrich(req: EnrichRequest, progress: ProgressFactory | None = None) -> EnrichSummary:
+    """Load the sheet, queue its cells, fill them, write the output; the summary carries the exit code."""
+    started = time.monotonic()
+    if not req.fields or any(not f.strip() for f in req.fields):
+        raise UsageError("--fields: name at least one field, comma-separated (e.g. --fields industry,website)")
+    config = load_config(find_config(req.config, req.sheet))
+    frame = read_sheet(req.sheet, req.encoding)
+    key = req.key or config.sheet_key
+    if key:
+        _check_key(frame, key, req.sheet)
+    waterfalls, providers = plan_providers(config, req.fields, frame.columns, req.sheet)
+    output = req.output or default_output(req.sheet)
+    check_output(output, req.sheet)
+    if req.rows is not None and req.rows < 1:
+        raise UsageError("--rows: must be 1 or more")
+
+    workspace = open_workspace(req.workspace)
+    workspace.acquire(req.wait)
+    try:
+        with Store(workspace.db_path) as store:
+            store.requeue_running()
+            report = store.load_sheet(req.sheet, frame, key)
+            sheet_id = report.sheet.sheet_id
+            present = [f for f in req.fields if f in frame.columns]
+            store.add_fields(sheet_id, req.fields, present)
+            if req.refresh:
+                store.requeue(sheet_id, req.fields, ["done", "failed"])
+            elif req.retry_failed:
+                store.requeue(sheet_id, req.fields, ["failed"])
+            plan = Plan(sheet_id, tuple(req.fields), waterfalls, providers, req.rows)
+            summary = EnrichSummary(str(req.sheet), None, None, list(req.fields), rows_loaded=report.rows,
+                                    new_rows=report.new_rows)
+            cache = ResponseCache(workspace.cache_dir)
+            try:
+                if req.dry_run:
+                    summary.dry_run = _dry_run(store, cache, plan, config)
+                    summary.cells = summary.dry_run["cells"]
+                else:
+                    _run(store, cache, plan, req, summary, progress)
+                    sheet = store.find_sheet(str(req.sheet))
+                    assert sheet is not None
+                    write_sheet(store.export_frame(sheet), output,
+                                guard_columns=list(req.fields) if req.formula_guard else None)
+                    summary.output = str(output)
+                    store.finish_job(summary.job_id or "", summary.exit_code)
+            finally:
+                cache.close()
+    finally:
+        workspace.release()
+    summary.duration_s = time.monotonic() - started
+    return summary
+
+
+def _run(store: Store, cache: ResponseCache, plan: Plan, req: EnrichRequest, summary: EnrichSummary,
+         progress: ProgressFactory | None) -> None:
+    job_id = uuid.uuid4().hex[:12]
+    queued = store.cell_counts(plan.sheet_id, plan.fields, plan.max_row_index)["queued"]
+    store.start_job(job_id, plan.sheet_id, plan.fields, queued, req.argv)
+    summary.job_id = job_id
+    stats = RunStats(total=queued)
+    deadline = time.monotonic() + req.max_runtime if req.max_runtime else None
+    options = RunOptions(job_id, req.concurrency, req.budget, deadline, req.refresh, grace=req.grace)
+    received: list[int] = []
+
+    async def main() -> None:
+        runner = Runner(StoreGateway(store), cache, plan, options, stats)
+        for provider in plan.providers.values():
+            await provider.start()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_watch_signals, runner, received, options.grace)
+                with progress(stats) if progress else nullcontext():
+                    await runner.run()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                for provider in plan.providers.values():
+                    await provider.close()
+
+    anyio.run(main, backend="asyncio")
+    counts = store.cell_counts(plan.sheet_id, plan.fields, plan.max_row_index)
+    job = store.job(job_id)
+    summary.cells = queued
+    summary.done, summary.failed, summary.filled = stats.done, stats.failed, stats.filled
+    summary.queued_left = counts["queued"] + counts["running"]
+    summary.spend = float(job["spend"] or 0.0)
+    summary.calls = {n: s.calls for n, s in stats.providers.items()}
+    summary.cache_hits = {n: s.cache_hits for n, s in stats.providers.items()}
+    summary.stop_reason = stats.stop_reason
+    if received:
+        summary.exit_code = EXIT_SIGINT if received[0] == signal.SIGINT else EXIT_SIGTERM
+    elif stats.stop_reason in ("budget", "max-runtime") and summary.queued_left:
+        summary.exit_code = EXIT_STOPPED
+    elif counts["failed"]:
+        summary.exit_code = EXIT_FAILED_CELLS
+    else:
+        summary.exit_code = EXIT_OK
+
+
+async def _watch_signals(runner: Runner, received: list[int], grace: float) -> None:
+    """First SIGINT/SIGTERM: stop claiming, let calls in flight finish for `grace` s, then cancel them.
+
+    A second signal exits at once; every flush is one transaction, so the state stays consistent.
+    """
+    async def cancel_after_grace() -> None:
+        await anyio.sleep(grace)
+        runner.cancel_rows()
+
+    async with anyio.create_task_group() as tg:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                if received:
+                    os._exit(EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM)
+                received.append(signum)
+                runner.stop("signal")
+                tg.start_soon(cancel_after_grace)
+
+
+def _dry_run(store: Store, cache: ResponseCache, plan: Plan, config: Config) -> dict[str, Any]:
+    """Cells to run, cache hits, calls per provider and projected spend, for each field's first provider."""
+    rows = store.queued_inputs(plan.sheet_id, plan.fields, plan.max_row_index)
+    seen: set[str] = set()
+    calls: dict[str, int] = {}
+    hits: dict[str, int] = {}
+    cells = 0
+    for data, names in rows:
+        cells += len(names)
+        for provider in dict.fromkeys(plan.waterfalls[n][0].provider for n in names):
+            inputs = provider.input_values(data)
+            if inputs is None:
+                continue
+            key = cache_key(provider.name, provider.fingerprint, inputs)
+            if key in seen:
+                continue
+            seen.add(key)
+            if provider.cached and cache.get(key) is not None:
+                hits[provider.name] = hits.get(provider.name, 0) + 1
+            else:
+                calls[provider.name] = calls.get(provider.name, 0) + 1
+    spend = sum(n * plan.providers[p].cost for p, n in calls.items())
+    return {"cells": cells, "cache_hits": hits, "calls": calls, "projected_spend": round(spend, 6),
+            "note": "counts the first provider of each waterfall; fall-through calls come on top"}
+
+
+@contextmanager
+def _open_store(workspace: Path | None, *, read_only: bool = True) -> Iterator[Store]:
+    ws = open_workspace(workspace)
+    if not ws.exists():
+        raise UsageError(f"workspace {ws.root}: no glaze state here yet; run glaze enrich first "
+                         "(or pass --workspace)")
+    with Store(ws.db_path, read_only=read_only) as store:
+        yield store
+
+
+def _sheets(store: Store, sheet: Path | None) -> list[SheetInfo]:
+    if sheet is None:
+        return store.sheets()
+    found = store.find_sheet(str(sheet))
+    if found is None:
+        raise UsageError(f"{sheet}: this sheet has not been loaded in this workspace; run glaze enrich on it first")
+    return [found]
+
+
+def status(sheet: Path | None, workspace: Path | None) -> dict[str, Any]:
+    """The spec's `glaze status --json` object."""
+    with _open_store(workspace) as store:
+        return {"sheets": [store.status(s) for s in _sheets(store, sheet)]}
+
+
+def status_rows(sheet: Path | None, workspace: Path | None, state: str | None) -> dict[str, list[dict[str, Any]]]:
+    """Rows (optionally of one status) per sheet, with failed cells' errors."""
+    with _open_store(workspace) as store:
+        return {s.name: store.rows_listing(s, state) for s in _sheets(store, sheet)}
+
+
+def reconcile(sheet: Path | None, workspace: Path | None, check: bool) -> dict[str, Any]:
+    """Rebuild (or with `check`, only compare) every row counter from tasks."""
+    with _open_store(workspace, read_only=check) as store:
+        sheet_ids: list[int | None] = [s.sheet_id for s in _sheets(store, sheet)] if sheet else [None]
+        drift_rows, examples = 0, []
+        for sid in sheet_ids:
+            drift = store.check_counters(sid) if check else store.rebuild_counters(sid)
+            drift_rows += drift.rows
+            examples += drift.examples
+        total = store.execute("SELECT count(*) FROM rows")[0][0]
+    return {"rows": total, "drift_rows": drift_rows, "fixed": 0 if check else drift_rows,
+            "examples": examples[:10], "checked_only": check}
+
+
+def export(sheet: Path, workspace: Path | None, output: Path | None, with_meta: bool,
+           formula_guard: bool = True) -> dict[str, Any]:
+    """Write the enriched sheet from the state file."""
+    target = output or default_output(sheet)
+    check_output(target, sheet)
+    with _open_store(workspace) as store:
+        info = _sheets(store, sheet)[0]
+        frame = store.export_frame(info, with_meta=with_meta)
+    write_sheet(frame, target, guard_columns=info.fields if formula_guard else None)
+    return {"sheet": info.name, "output": str(target), "rows": frame.height, "fields": info.fields}
+
+
+def providers(config_path: Path | None, sheet: Path | None) -> list[dict[str, Any]]:
+    """Every provider, configured or built in, with its outputs and limits."""
+    config = load_config(find_config(config_path, sheet))
+    listed = []
+    for pc in config.providers.values():
+        limits = pc.limits
+        listed.append({"name": pc.name, "type": pc.type, "outputs": list(pc.outputs),
+                       "concurrency": limits.concurrency, "rate": str(limits.rate) if limits.rate else None,
+                       "timeout_s": limits.timeout, "retries": limits.retries, "cache_ttl_s": limits.cache_ttl,
+                       "cost": pc.cost, "inputs": None})
+    for name, outputs in BUILTIN_OUTPUTS.items():
+        listed.append({"name": name, "type": "builtin", "outputs": list(outputs), "concurrency": None,
+                       "rate": None, "timeout_s": None, "retries": 0, "cache_ttl_s": 0, "cost": 0.0,
+                       "inputs": BUILTIN_INPUT_HINTS[name]})
+    return listed
+
+
+def cache_command(action: str, workspace: Path | None) -> dict[str, Any]:
+    """`glaze cache stats|prune|clear`."""
+    ws = open_workspace(workspace)
+    cache = ResponseCache(ws.cache_dir)
+    try:
+        if action == "stats":
+            return cache.stats()
+        if action == "prune":
+            return {"pruned": cache.prune(), **cache.stats()}
+        if action == "clear":
+            return {"cleared": cache.clear(), **cache.stats()}
+        raise UsageError(f"glaze cache {action}: unknown action; use stats, prune or clear")
+    finally:
+        cache.close()
+
+
+__all__ = ["EnrichRequest", "EnrichSummary", "Outcome", "cache_command", "enrich", "export", "providers",
+           "reconcile", "status", "status_rows"]

@@ -1,0 +1,156 @@
+"""Reading and writing sheet files with polars: formats, encodings, text-only values, atomic writes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import polars as pl
+
+from glaze_cli.errors import InputError, UsageError
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet",
+           ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def sheet_format(path: Path) -> str:
+    """The format named by a file's suffix, or a usage error that lists the known ones."""
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        known = ", ".join(sorted(FORMATS))
+        raise InputError(f"{path}: unknown sheet format {path.suffix or '(no suffix)'!r}; use one of {known}")
+    return fmt
+
+
+def read_sheet(path: Path, encoding: str | None = None) -> pl.DataFrame:
+    """Every column of the sheet as text, in file order; `00123` stays `00123`."""
+    fmt = sheet_format(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file; check the path")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    try:
+        if fmt in ("csv", "tsv"):
+            frame = _read_delimited(path, "\t" if fmt == "tsv" else ",", encoding)
+        elif fmt == "parquet":
+            frame = _as_text(pl.read_parquet(path))
+        else:
+            frame = _as_text(pl.read_ndjson(io.BytesIO(_decoded(path, encoding).encode("utf-8"))))
+    except PermissionError:
+        raise InputError(f"{path}: permission denied; make the file readable") from None
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: cannot be read as {fmt}: {first}") from None
+    _check_headers(path, frame)
+    if frame.height == 0:
+        raise InputError(f"{path}: the sheet has no rows; add data rows below the header")
+    return frame
+
+
+def _decoded(path: Path, encoding: str | None) -> str:
+    data = path.read_bytes()
+    if not data.strip():
+        raise InputError(f"{path}: the file is empty; a sheet needs a header row and data rows")
+    codec = encoding or "utf-8-sig"
+    try:
+        return data.decode(codec)
+    except LookupError:
+        raise UsageError(f"--encoding {encoding}: unknown encoding; try utf-8 or latin-1") from None
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(
+            f"{path}: line {line} is not valid {codec}; pass --encoding with the file's encoding "
+            "(for example --encoding latin-1)"
+        ) from None
+
+
+def _read_delimited(path: Path, separator: str, encoding: str | None) -> pl.DataFrame:
+    text = _decoded(path, encoding)
+    return pl.read_csv(io.BytesIO(text.encode("utf-8")), separator=separator, infer_schema=False,
+                       has_header=True, raise_if_empty=True)
+
+
+def _as_text(frame: pl.DataFrame) -> pl.DataFrame:
+    """Cast every column to text; nested values become JSON."""
+    columns = []
+    for name, dtype in frame.schema.items():
+        col = pl.col(name)
+        if dtype == pl.String:
+            columns.append(col)
+        elif dtype.is_nested():
+            encoded = [None if v is None else json.dumps(v, ensure_ascii=False) for v in frame[name].to_list()]
+            columns.append(pl.Series(name, encoded, dtype=pl.String))
+        else:
+            columns.append(col.cast(pl.String))
+    return frame.select(columns)
+
+
+def _check_headers(path: Path, frame: pl.DataFrame) -> None:
+    for index, name in enumerate(frame.columns, start=1):
+        if not name.strip() or re.fullmatch(r"_duplicated_\d+", name):
+            raise InputError(f"{path}: header of column {index} is blank or repeated; give every column a "
+                             "unique name")
+    lowered = [c.strip().lower() for c in frame.columns]
+    seen = {c for c in lowered if lowered.count(c) > 1}
+    if seen:
+        raise InputError(f"{path}: duplicate column names {sorted(seen)}; give every column a unique name")
+
+
+def default_output(sheet: Path) -> Path:
+    """`STEM.enriched.SUFFIX` beside the sheet."""
+    return sheet.with_name(f"{sheet.stem}.enriched{sheet.suffix}")
+
+
+def check_output(output: Path, sheet: Path) -> None:
+    """Refuse an output that would overwrite the input sheet or has an unknown format."""
+    sheet_format(output)
+    if output.resolve() == sheet.resolve():
+        raise UsageError(f"-o {output}: that is the input sheet; glaze never writes over its input")
+
+
+def formula_guard(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """Prefix `'` to text that a spreadsheet would run as a formula (not to numbers like -5)."""
+    guarded = []
+    for name in columns:
+        col = pl.col(name)
+        risky = col.str.starts_with(_FORMULA_START[0])
+        for start in _FORMULA_START[1:]:
+            risky = risky | col.str.starts_with(start)
+        risky = risky & ~col.str.contains(_NUMBER.pattern)
+        guarded.append(pl.when(risky).then(pl.lit("'") + col).otherwise(col).alias(name))
+    return frame.with_columns(guarded) if guarded else frame
+
+
+def write_sheet(frame: pl.DataFrame, path: Path, *, guard_columns: list[str] | None = None) -> None:
+    """Write by suffix to a temporary file beside `path`, then rename it over `path` atomically."""
+    fmt = sheet_format(path)
+    if fmt in ("csv", "tsv") and guard_columns:
+        frame = formula_guard(frame, guard_columns)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if fmt == "csv":
+            frame.write_csv(tmp)
+        elif fmt == "tsv":
+            frame.write_csv(tmp, separator="\t")
+        elif fmt == "parquet":
+            frame.write_parquet(tmp)
+        else:
+            frame.write_ndjson(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"{path}: cannot write the output ({exc.strerror or exc})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
