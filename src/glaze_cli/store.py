@@ -145,8 +145,8 @@ class Store:
             "SELECT sheet_id, name, path, key_column, columns, fields FROM sheets "
             "WHERE path = ? OR name = ? ORDER BY (path = ?) DESC, loaded_at DESC LIMIT 1",
             [resolved, path_or_name, resolved],
-        ).fetchone()
-        return _sheet_info(row) if row else None
+        ).fetchall()
+        return _sheet_info(row[0]) if row else None
 
     def sheets(self) -> list[SheetInfo]:
         """Every loaded sheet, oldest first."""
@@ -165,16 +165,16 @@ class Store:
             pl.struct(pl.all()).struct.json_encode().alias("data"),
         )
         with self._transaction():
-            existing = self.con.execute("SELECT sheet_id FROM sheets WHERE path = ?", [resolved]).fetchone()
+            existing = self.con.execute("SELECT sheet_id FROM sheets WHERE path = ?", [resolved]).fetchall()
             if existing:
-                sheet_id = existing[0]
+                sheet_id = existing[0][0]
                 self.con.execute(
                     "UPDATE sheets SET columns = ?, key_column = ?, loaded_at = now(), row_count = ? "
                     "WHERE sheet_id = ?",
                     [json.dumps(columns), key_column, frame.height, sheet_id],
                 )
             else:
-                sheet_id = self.con.execute("SELECT coalesce(max(sheet_id), 0) + 1 FROM sheets").fetchone()[0]
+                sheet_id = self.con.execute("SELECT coalesce(max(sheet_id), 0) + 1 FROM sheets").fetchall()[0][0]
                 self.con.execute(
                     "INSERT INTO sheets (sheet_id, name, path, key_column, columns, loaded_at, row_count) "
                     "VALUES (?, ?, ?, ?, ?, now(), ?)",
@@ -189,11 +189,12 @@ class Store:
                 "FROM _incoming_raw"
             )
             self.con.unregister("_incoming_raw")
-            changed = self.con.execute(
-                "SELECT count(*) FROM rows r JOIN _incoming i USING (row_key) "
-                "WHERE r.sheet_id = ? AND r.data_hash <> i.data_hash",
+            self.con.execute(
+                "CREATE OR REPLACE TEMP TABLE _changed AS SELECT r.row_id FROM rows r JOIN _incoming i "
+                "USING (row_key) WHERE r.sheet_id = ? AND r.data_hash <> i.data_hash",
                 [sheet_id],
-            ).fetchone()[0]
+            )
+            changed = self.con.execute("SELECT count(*) FROM _changed").fetchall()[0][0]
             self.con.execute(
                 "UPDATE rows SET row_index = i.row_index, data = i.data, data_hash = i.data_hash, removed = false "
                 "FROM _incoming i WHERE rows.sheet_id = ? AND rows.row_key = i.row_key",
@@ -205,13 +206,17 @@ class Store:
                 "?, i.row_key, i.row_index, i.data, i.data_hash FROM _incoming i "
                 "WHERE NOT EXISTS (SELECT 1 FROM rows r WHERE r.sheet_id = ? AND r.row_key = i.row_key)",
                 [sheet_id, sheet_id],
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             removed = self.con.execute(
                 "UPDATE rows SET removed = true WHERE sheet_id = ? AND NOT removed "
                 "AND row_key NOT IN (SELECT row_key FROM _incoming)",
                 [sheet_id],
-            ).fetchone()[0]
+            ).fetchall()[0][0]
+            # A row whose values changed is enriched again from its new values.
+            self._requeue_tasks("status IN ('done', 'failed') AND provider IS DISTINCT FROM 'sheet' "
+                                "AND row_id IN (SELECT row_id FROM _changed)", [])
             self.con.execute("DROP TABLE _incoming")
+            self.con.execute("DROP TABLE _changed")
         sheet = self.find_sheet(resolved)
         assert sheet is not None
         return LoadReport(sheet, frame.height, new_rows, changed, removed)
@@ -222,7 +227,7 @@ class Store:
         Returns how many tasks were created.
         """
         known = json.loads(self.con.execute("SELECT fields FROM sheets WHERE sheet_id = ?",
-                                            [sheet_id]).fetchone()[0])
+                                            [sheet_id]).fetchall()[0][0])
         fields_frame = pl.DataFrame({
             "field": list(fields),
             "field_order": list(range(len(fields))),
@@ -252,7 +257,7 @@ class Store:
                 "CASE WHEN preset IS NULL THEN NULL ELSE 1.0 END, "
                 "CASE WHEN preset IS NULL THEN NULL ELSE 'sheet' END, now() FROM _new_tasks",
                 [sheet_id],
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             self._apply_row_deltas(
                 "SELECT row_id, count(*) AS d_total, count(preset) AS d_done, 0 AS d_failed, 0 AS d_running, "
                 "count(preset) * 1.0 AS d_conf FROM _new_tasks GROUP BY row_id"
@@ -292,22 +297,26 @@ class Store:
 
     def _requeue(self, where: str, params: list[Any]) -> int:
         with self._transaction():
-            self.con.execute(
-                f"CREATE OR REPLACE TEMP TABLE _requeue AS SELECT task_id, row_id, status, "
-                f"coalesce(confidence, 0) AS confidence FROM tasks WHERE {where}",
-                params,
-            )
-            count = self.con.execute(
-                "UPDATE tasks SET status = 'queued', value = NULL, confidence = NULL, provider = NULL, "
-                "error = NULL, updated_at = now() FROM _requeue q WHERE tasks.task_id = q.task_id"
-            ).fetchone()[0]
-            self._apply_row_deltas(
-                "SELECT row_id, 0 AS d_total, -count(*) FILTER (status = 'done') AS d_done, "
-                "-count(*) FILTER (status = 'failed') AS d_failed, "
-                "-count(*) FILTER (status = 'running') AS d_running, "
-                "-coalesce(sum(confidence) FILTER (status = 'done'), 0) AS d_conf FROM _requeue GROUP BY row_id"
-            )
-            self.con.execute("DROP TABLE _requeue")
+            return self._requeue_tasks(where, params)
+
+    def _requeue_tasks(self, where: str, params: list[Any]) -> int:
+        """Inside a transaction: tasks matching `where` back to `queued`, row counters corrected."""
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _requeue AS SELECT task_id, row_id, status, "
+            f"coalesce(confidence, 0) AS confidence FROM tasks WHERE {where}",
+            params,
+        )
+        count = self.con.execute(
+            "UPDATE tasks SET status = 'queued', value = NULL, confidence = NULL, provider = NULL, "
+            "error = NULL, updated_at = now() FROM _requeue q WHERE tasks.task_id = q.task_id"
+        ).fetchall()[0][0]
+        self._apply_row_deltas(
+            "SELECT row_id, 0 AS d_total, -count(*) FILTER (status = 'done') AS d_done, "
+            "-count(*) FILTER (status = 'failed') AS d_failed, "
+            "-count(*) FILTER (status = 'running') AS d_running, "
+            "-coalesce(sum(confidence) FILTER (status = 'done'), 0) AS d_conf FROM _requeue GROUP BY row_id"
+        )
+        self.con.execute("DROP TABLE _requeue")
         return count
 
     def cell_counts(self, sheet_id: int, fields: Sequence[str], max_row_index: int | None = None) -> dict[str, int]:
@@ -423,22 +432,22 @@ class Store:
                 "cost": [c.cost for c in calls],
                 "cache_hit": [c.cache_hit for c in calls],
                 "error": [c.error for c in calls],
-                "at": [c.at for c in calls],
+                "called_at": [c.at for c in calls],
             },
             schema={"provider": pl.String, "outcome": pl.String, "http_status": pl.Int32,
                     "latency_ms": pl.Float64, "attempt": pl.Int32, "cost": pl.Float64,
-                    "cache_hit": pl.Boolean, "error": pl.String, "at": pl.Float64},
+                    "cache_hit": pl.Boolean, "error": pl.String, "called_at": pl.Float64},
         )
         self.con.register("_calls", frame)
         self.con.execute(
             "INSERT INTO provider_calls SELECT ?, provider, outcome, http_status, latency_ms, attempt, cost, "
-            "cache_hit, error, to_timestamp(at) FROM _calls",
+            "cache_hit, error, to_timestamp(called_at) FROM _calls",
             [job_id],
         )
         if job_id is not None:
             self.con.execute(
-                "UPDATE jobs SET calls = calls + s.calls, cache_hits = cache_hits + s.hits, "
-                "spend = spend + s.spend FROM (SELECT count(*) FILTER (NOT cache_hit) AS calls, "
+                "UPDATE jobs SET calls = jobs.calls + s.calls, cache_hits = jobs.cache_hits + s.hits, "
+                "spend = jobs.spend + s.spend FROM (SELECT count(*) FILTER (NOT cache_hit) AS calls, "
                 "count(*) FILTER (cache_hit) AS hits, coalesce(sum(cost), 0) AS spend FROM _calls) s "
                 "WHERE job_id = ?",
                 [job_id],
@@ -533,7 +542,7 @@ class Store:
         """The sheet's original columns in order, then each field (values, and source/confidence with meta)."""
         fields = sheet.fields
         aggs = []
-        for i, name in enumerate(fields):
+        for i in range(len(fields)):
             aggs.append(f"max(value) FILTER (field = ?) AS v{i}")
             aggs.append(f"max(provider) FILTER (field = ?) AS s{i}")
             aggs.append(f"max(confidence) FILTER (field = ? AND status = 'done' AND value IS NOT NULL) AS c{i}")

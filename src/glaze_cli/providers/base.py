@@ -14,7 +14,8 @@ import anyio
 from glaze_cli.config import Limits
 from glaze_cli.models import Answer
 
-_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+# `{column}` but not `${VAR}`, which is an environment variable resolved when the config loads.
+_PLACEHOLDER = re.compile(r"(?<!\$)\{([^{}]+)\}")
 
 
 def placeholders(template: Any) -> list[str]:
@@ -34,7 +35,13 @@ def placeholders(template: Any) -> list[str]:
 def fill(template: Any, values: Mapping[str, str], encode: Any = None) -> Any:
     """Substitute `{column}` in a template with row values (passed through `encode` if given)."""
     if isinstance(template, str):
-        return _PLACEHOLDER.sub(lambda m: encode(values[m.group(1)]) if encode else values[m.group(1)], template)
+        def one(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in values:  # text that only looks like a placeholder, e.g. inside a resolved secret
+                return match.group(0)
+            return encode(values[name]) if encode else values[name]
+
+        return _PLACEHOLDER.sub(one, template)
     if isinstance(template, dict):
         return {fill(k, values, encode): fill(v, values, encode) for k, v in template.items()}
     if isinstance(template, list):

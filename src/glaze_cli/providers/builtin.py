@@ -65,7 +65,9 @@ class WebsiteProvider(Provider):
 
 
 BUILTIN_OUTPUTS = {"builtin.website": ("website",)}
-BUILTIN_INPUT_HINTS = {"builtin.website": "a domain, URL or email column (" + ", ".join(WEBSITE_SOURCES[:4]) + ", email)"}
+BUILTIN_INPUT_HINTS = {
+    "builtin.website": "a domain, URL or email column (" + ", ".join(WEBSITE_SOURCES[:4]) + ", email)",
+}
 
 
 def builtin_providers(columns: Sequence[str]) -> dict[str, Provider]:
