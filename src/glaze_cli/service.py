@@ -53,6 +53,7 @@ class EnrichRequest:
     encoding: str | None = None
     formula_guard: bool = True
     grace: float = 5.0
+    metrics_file: Path | None = None
     argv: tuple[str, ...] = ()
 
 
