@@ -1,0 +1,203 @@
+"""`glaze enrich` as a user runs it, against a real loopback provider."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import duckdb
+from tests.support.provider_server import ProviderServer
+
+CONFIG = """
+[defaults]
+concurrency = 2
+retries = 0
+
+[providers.acme]
+type = "http"
+url = "{base}/v1/company?domain={{domain}}"
+headers = {{ Authorization = "Bearer ${{ACME_KEY}}" }}
+outputs = {{ industry = "company.industry", website = "company.website" }}
+confidence = "score"
+cost = 0.01
+
+[fields.industry]
+min_confidence = 0.5
+"""
+
+SHEET = [
+    ("name", "domain"),
+    ("Stripe", "stripe.com"),
+    ("Siemens", "siemens.com"),
+    ("Stripe Payments", "stripe.com"),
+    ("Nobody", "unknown.example"),
+    ("No Domain", ""),
+    ("Spotify", "spotify.com"),
+    ("Nestlé", "nestle.com"),
+    ("Stripe", "stripe.com"),
+]
+
+
+def write_csv(path: Path, rows: list[tuple[str, ...]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(rows)
+    return path
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def setup(tmp_path: Path, server: ProviderServer, rows: list[tuple[str, ...]] = SHEET) -> Path:
+    (tmp_path / "glaze.toml").write_text(CONFIG.format(base=server.base_url), encoding="utf-8")
+    return write_csv(tmp_path / "leads.csv", rows)
+
+
+ENV = {"ACME_KEY": "k-123"}
+
+
+def test_one_request_per_distinct_input(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
+    """Duplicate inputs share one call and rows without the input make none."""
+    setup(tmp_path, provider_server)
+    result = glaze("enrich", "leads.csv", "--fields", "industry,website", env=ENV)
+    assert result.code == 0, result.stderr
+    assert sorted(r["query"]["domain"] for r in provider_server.requests) == [
+        "nestle.com", "siemens.com", "spotify.com", "stripe.com", "unknown.example"]
+    assert {r["headers"]["authorization"] for r in provider_server.requests} == {"Bearer k-123"}
+
+
+def test_values_and_not_found_cells(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
+    """Found values land in the output; not-found and low-confidence cells are done and empty."""
+    setup(tmp_path, provider_server)
+    result = glaze("enrich", "leads.csv", "--fields", "industry,website", env=ENV)
+    assert result.code == 0, result.stderr
+    rows = read_csv(tmp_path / "leads.enriched.csv")
+    assert [(r["name"], r["domain"], r["industry"], r["website"]) for r in rows] == [
+        ("Stripe", "stripe.com", "Financial services", "https://stripe.com"),
+        ("Siemens", "siemens.com", "Industrial manufacturing", "https://siemens.com"),
+        ("Stripe Payments", "stripe.com", "Financial services", "https://stripe.com"),
+        ("Nobody", "unknown.example", "", "https://unknown.example"),
+        ("No Domain", "", "", ""),
+        ("Spotify", "spotify.com", "", "https://spotify.com"),
+        ("Nestlé", "nestle.com", "Food and beverage", "https://nestle.com"),
+        ("Stripe", "stripe.com", "Financial services", "https://stripe.com"),
+    ]
+    status = glaze("status", "leads.csv", "--json").json()["sheets"][0]
+    assert status["tasks"] == {"total": 16, "queued": 0, "running": 0, "done": 16, "failed": 0, "filled": 12}
+    assert status["rows"]["done"] == 8
+
+
+def test_provider_concurrency_limit_holds(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
+    """The server never sees more requests in flight than the provider's concurrency."""
+    provider_server.set_latency(0.02, 0.01)
+    rows = [("name", "domain")] + [(f"Company {i}", f"c{i}.example") for i in range(40)]
+    setup(tmp_path, provider_server, rows)
+    result = glaze("enrich", "leads.csv", "--fields", "industry", env=ENV)
+    assert result.code == 0, result.stderr
+    assert provider_server.count("/v1/company") == 40
+    assert 1 <= provider_server.max_in_flight <= 2
+
+
+def test_rerun_makes_no_call(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
+    """Running the same command twice: the second run calls nothing and exits 0."""
+    setup(tmp_path, provider_server)
+    first = glaze("enrich", "leads.csv", "--fields", "industry,website", env=ENV)
+    assert first.code == 0, first.stderr
+    provider_server.reset()
+    second = glaze("enrich", "leads.csv", "--fields", "industry,website", "--json", env=ENV)
+    assert (second.code, provider_server.requests) == (0, []), second.stderr
+    assert second.json()["cells"] == 0
+    assert read_csv(tmp_path / "leads.enriched.csv")[0]["industry"] == "Financial services"
+
+
+def test_cache_answers_a_new_workspace(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
+    """A refreshed state file with the same cache makes no call: answers come from the on-disk cache."""
+    setup(tmp_path, provider_server)
+    assert glaze("enrich", "leads.csv", "--fields", "industry", env=ENV).code == 0
+    (tmp_path / ".glaze" / "glaze.duckdb").unlink()
+    provider_server.reset()
+    result = glaze("enrich", "leads.csv", "--fields", "industry,website", "--json", env=ENV)
+    assert (result.code, provider_server.requests) == (0, []), result.stderr
+    assert result.json()["cache_hits"]["acme"] == 7  # seven rows have a domain
+
+
+def test_appended_and_changed_rows(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
+    """With a key, appended rows get tasks and a row whose values changed is enriched again."""
+    rows = [("name", "domain"), ("Stripe", "stripe.com"), ("Siemens", "siemens.com")]
+    setup(tmp_path, provider_server, rows)
+    assert glaze("enrich", "leads.csv", "--fields", "industry", "--key", "name", env=ENV).code == 0
+    write_csv(tmp_path / "leads.csv", [("name", "domain"), ("Stripe", "stripe.com"), ("Siemens", "nestle.com"),
+                                       ("Spotify", "spotify.com")])
+    provider_server.reset()
+    result = glaze("enrich", "leads.csv", "--fields", "industry", "--key", "name", "--json", env=ENV)
+    assert result.code == 0, result.stderr
+    assert sorted(r["query"]["domain"] for r in provider_server.requests) == ["nestle.com", "spotify.com"]
+    out = read_csv(tmp_path / "leads.enriched.csv")
+    assert [(r["name"], r["industry"]) for r in out] == [
+        ("Stripe", "Financial services"), ("Siemens", "Food and beverage"), ("Spotify", "")]
+
+
+def test_failed_cells_exit_1_and_retry(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
+    """A server error fails the cell (exit 1, error kept); a plain re-run leaves it; --retry-failed retries it."""
+    setup(tmp_path, provider_server, [("name", "domain"), ("Stripe", "stripe.com")])
+    provider_server.enqueue(500, {"error": "boom"})
+    first = glaze("enrich", "leads.csv", "--fields", "industry", env=ENV)
+    assert first.code == 1, first.stderr
+    listing = glaze("status", "--rows", "--state", "failed", "--json").json()
+    assert [(r["row"], r["status"]) for r in listing["leads"]] == [(1, "failed")]
+    assert "500" in listing["leads"][0]["errors"]
+    again = glaze("enrich", "leads.csv", "--fields", "industry", env=ENV)
+    assert (again.code, provider_server.count("/v1/company")) == (1, 1)
+    retried = glaze("enrich", "leads.csv", "--fields", "industry", "--retry-failed", env=ENV)
+    assert (retried.code, provider_server.count("/v1/company")) == (0, 2), retried.stderr
+
+
+def test_budget_stops_with_exit_3(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
+    """--budget starts no call past it; the rest stays queued and exit code is 3."""
+    setup(tmp_path, provider_server)
+    result = glaze("enrich", "leads.csv", "--fields", "industry", "--budget", "0.02", "--json", env=ENV)
+    assert result.code == 3, result.stderr
+    assert provider_server.count("/v1/company") == 2
+    summary = result.json()
+    assert (summary["stop_reason"], summary["spend"]) == ("budget", 0.02)
+    assert summary["queued_left"] > 0
+
+
+def test_state_tables_are_queryable(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
+    """The spec's tables exist in glaze.duckdb and record the calls made."""
+    setup(tmp_path, provider_server)
+    assert glaze("enrich", "leads.csv", "--fields", "industry", env=ENV).code == 0
+    con = duckdb.connect(str(tmp_path / ".glaze" / "glaze.duckdb"), read_only=True)
+    try:
+        calls = con.execute("SELECT provider, outcome, http_status, cache_hit FROM provider_calls "
+                            "WHERE NOT cache_hit ORDER BY http_status, outcome").fetchall()
+        jobs = con.execute("SELECT total_tasks, done_tasks, failed_tasks, exit_code FROM jobs").fetchall()
+        sheets = con.execute("SELECT name, key_column FROM sheets").fetchall()
+    finally:
+        con.close()
+    assert calls == [("acme", "ok", 200, False)] * 4 + [("acme", "not_found", 404, False)]
+    assert jobs == [(8, 8, 0, 0)]
+    assert sheets == [("leads", None)]
+
+
+def test_config_error_names_the_key(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
+    """A missing ${VAR} is exit 2 with one line naming the variable and key, and no traceback."""
+    setup(tmp_path, provider_server)
+    result = glaze("enrich", "leads.csv", "--fields", "industry")
+    assert result.code == 2
+    assert "ACME_KEY" in result.stderr and "providers.acme.headers" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / ".glaze" / "glaze.duckdb").exists()
+
+
+def test_json_summary(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
+    """--json prints one summary object with counts per provider."""
+    setup(tmp_path, provider_server)
+    result = glaze("enrich", "leads.csv", "--fields", "industry,website", "--json", env=ENV)
+    summary = json.loads(result.stdout)
+    assert {k: summary[k] for k in ("cells", "done", "failed", "filled", "exit_code", "calls")} == {
+        "cells": 16, "done": 16, "failed": 0, "filled": 12, "exit_code": 0,
+        "calls": {"acme": 5, "builtin.website": 1}}
+

@@ -1,0 +1,318 @@
+"""A real loopback HTTP enrichment provider for tests and benchmarks.
+
+The server runs aiohttp in its own event loop on a background thread, so sync tests, async tests with their own
+loops, and subprocesses (the ``glaze`` CLI) can all reach it at :attr:`ProviderServer.base_url`.
+It can also run standalone: ``python -m tests.support.provider_server --port 0 --synthesize 1000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import json
+import random
+import signal
+import sys
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+COMPANY_PATH = "/v1/company"
+ECHO_PATH = "/v1/echo"
+DEFAULT_SCORE = 0.9
+INDUSTRIES = ("Software", "Fintech", "Healthcare", "Retail", "Logistics")
+
+
+@dataclass(frozen=True)
+class _Scripted:
+    """A one-shot response queued with :meth:`ProviderServer.enqueue`."""
+
+    status: int
+    body: Any
+    headers: dict[str, str]
+    delay: float
+
+    def response(self) -> web.Response:
+        headers = dict(self.headers)
+        if isinstance(self.body, dict | list):
+            raw, default_type = json.dumps(self.body).encode(), "application/json"
+        elif isinstance(self.body, str):
+            raw, default_type = self.body.encode(), "text/plain; charset=utf-8"
+        elif isinstance(self.body, bytes):
+            raw, default_type = self.body, "text/plain"
+        else:
+            raw, default_type = None, None
+        if default_type and not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = default_type
+        return web.Response(status=self.status, body=raw, headers=headers)
+
+
+class ProviderServer:
+    """Loopback provider API: ``/v1/company`` (GET ``?domain=`` or POST ``{"domain": ...}``) and ``/v1/echo``."""
+
+    def __init__(
+        self,
+        companies: dict[str, dict[str, Any]] | None = None,
+        latency: float = 0.0,
+        jitter: float = 0.0,
+        port: int = 0,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self._companies = {k.strip().lower(): dict(v) for k, v in (companies or {}).items()}
+        self._latency, self._jitter = latency, jitter
+        self._host, self._port = host, port
+        self._lock = threading.Lock()
+        self._requests: list[dict[str, Any]] = []
+        self._script: deque[_Scripted] = deque()
+        self._in_flight = 0
+        self._max_in_flight = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def start(self) -> ProviderServer:
+        """Start serving on a background thread; returns once the socket is listening."""
+        if self._thread is not None:
+            return self
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="provider-server", daemon=True)
+        self._thread.start()
+        try:
+            self._port = asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(timeout=10)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the server and its thread (idempotent)."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+        self._loop = self._thread = self._runner = None
+
+    def __enter__(self) -> ProviderServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        if self._thread is None:
+            raise RuntimeError("ProviderServer is not running; call start() first")
+        return f"http://{self._host}:{self._port}"
+
+    def url(self, path: str = COMPANY_PATH) -> str:
+        """Absolute URL for ``path`` on this server."""
+        return self.base_url + path
+
+    async def _listen(self) -> int:
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_route("GET", COMPANY_PATH, self._company)
+        app.router.add_route("POST", COMPANY_PATH, self._company)
+        app.router.add_route("GET", ECHO_PATH, self._echo)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port, backlog=1024, reuse_address=True)
+        await site.start()
+        return int(self._runner.addresses[0][1])
+
+    # -- configuration ---------------------------------------------------------------------------------------
+    def set_company(self, domain: str, facts: dict[str, Any]) -> None:
+        """Add or replace one company."""
+        with self._lock:
+            self._companies[domain.strip().lower()] = dict(facts)
+
+    def set_latency(self, latency: float, jitter: float = 0.0) -> None:
+        """Per-request sleep of ``latency ± uniform(jitter)`` seconds (never negative)."""
+        with self._lock:
+            self._latency, self._jitter = latency, jitter
+
+    def enqueue(
+        self,
+        status: int,
+        body: dict[str, Any] | str | bytes | None = None,
+        headers: dict[str, str] | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        """Queue a one-shot answer for the next ``/v1/company`` request (FIFO); ``delay`` adds to the latency."""
+        with self._lock:
+            self._script.append(_Scripted(status, body, dict(headers or {}), delay))
+
+    def reset(self) -> None:
+        """Forget recorded requests, the in-flight peak and queued responses."""
+        with self._lock:
+            self._requests.clear()
+            self._script.clear()
+            self._max_in_flight = self._in_flight
+
+    # -- observation -----------------------------------------------------------------------------------------
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """Recorded requests: ``{"method", "path", "query", "body", "headers"}`` (header names lower-cased)."""
+        with self._lock:
+            return list(self._requests)
+
+    def count(self, path: str | None = None, **query: Any) -> int:
+        """Requests to ``path`` (any if None) whose query params, or JSON body keys, match ``query``."""
+
+        def matches(r: dict[str, Any], key: str, want: Any) -> bool:
+            body = r["body"]
+            return r["query"].get(key) == str(want) or (isinstance(body, dict) and key in body and body[key] == want)
+
+        return sum(
+            1
+            for r in self.requests
+            if (path is None or r["path"] == path) and all(matches(r, k, v) for k, v in query.items())
+        )
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        with self._lock:
+            return self._max_in_flight
+
+    # -- handlers --------------------------------------------------------------------------------------------
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Record the request, count it in flight, sleep the latency, then answer (scripted or normal)."""
+        body = await _json_body(request)
+        with self._lock:
+            self._requests.append(
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "query": dict(request.query),
+                    "body": body,
+                    "headers": {k.lower(): v for k, v in request.headers.items()},
+                }
+            )
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            scripted = self._script.popleft() if request.path == COMPANY_PATH and self._script else None
+            delay = max(0.0, self._latency + random.uniform(-self._jitter, self._jitter))
+        try:
+            delay += scripted.delay if scripted else 0.0
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if scripted:
+                return scripted.response()
+            return await handler(request)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    async def _company(self, request: web.Request) -> web.Response:
+        if request.method == "POST":
+            body = await _json_body(request)
+            domain = body.get("domain") if isinstance(body, dict) else None
+        else:
+            domain = request.query.get("domain")
+        if not isinstance(domain, str) or not domain.strip():
+            return web.json_response({"error": "domain is required"}, status=400)
+        with self._lock:
+            facts = self._companies.get(domain.strip().lower())
+        if facts is None:
+            return web.json_response({"error": "not found"}, status=404)
+        company = dict(facts)
+        score = company.pop("score", DEFAULT_SCORE)
+        return web.json_response({"company": company, "score": score})
+
+    async def _echo(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"query": dict(request.query), "headers": {k.lower(): v for k, v in request.headers.items()}}
+        )
+
+
+async def _json_body(request: web.Request) -> Any:
+    """The request body parsed as JSON, or None (aiohttp caches the raw body, so this is cheap to repeat)."""
+    if not request.body_exists:
+        return None
+    try:
+        return json.loads(await request.read())
+    except ValueError:
+        return None
+
+
+# -- standalone ------------------------------------------------------------------------------------------------
+def synthetic_companies(n: int) -> dict[str, dict[str, Any]]:
+    """``company{i}.example`` for i in 0..n-1, with deterministic facts."""
+    return {
+        f"company{i}.example": {
+            "name": f"Company {i}",
+            "industry": INDUSTRIES[i % len(INDUSTRIES)],
+            "website": f"https://company{i}.example",
+        }
+        for i in range(n)
+    }
+
+
+def load_companies_csv(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Companies from a CSV with a ``domain`` column; other columns become facts (``score`` parsed as float)."""
+    companies: dict[str, dict[str, Any]] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if "domain" not in (reader.fieldnames or []):
+            raise SystemExit(f"{path}: no 'domain' column")
+        for row in reader:
+            domain = (row.pop("domain") or "").strip().lower()
+            facts: dict[str, Any] = {k: v for k, v in row.items() if k is not None}
+            if "score" in facts and not facts["score"]:
+                del facts["score"]  # empty cell: fall back to the default score
+            with contextlib.suppress(KeyError, ValueError):
+                facts["score"] = float(facts["score"])
+            if domain:
+                companies[domain] = facts
+    return companies
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve in the foreground until SIGINT/SIGTERM, then print a JSON summary."""
+    p = argparse.ArgumentParser(prog="python -m tests.support.provider_server", description=main.__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--latency", type=float, default=0.0)
+    p.add_argument("--jitter", type=float, default=0.0)
+    p.add_argument("--companies-from", metavar="CSV", help="CSV with a 'domain' column; other columns are facts")
+    p.add_argument("--synthesize", type=int, default=0, metavar="N", help="add company{i}.example for i < N")
+    args = p.parse_args(argv)
+
+    companies = load_companies_csv(args.companies_from) if args.companies_from else {}
+    companies.update(synthetic_companies(args.synthesize))
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    with ProviderServer(companies, args.latency, args.jitter, args.port, args.host) as server:
+        print(f"listening on {server.base_url}", flush=True)
+        while not done.wait(0.5):
+            pass
+    print(json.dumps({"requests": len(server.requests), "max_in_flight": server.max_in_flight}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
