@@ -210,7 +210,7 @@ class FieldConfig:
 class Config:
     """A validated glaze.toml (or the empty config when there is none)."""
 
-    source: str = "(no config)"
+    source: str = "(no glaze.toml found)"
     base_dir: Path = field(default_factory=Path.cwd)
     sheet_key: str | None = None
     defaults: Limits = Limits()

@@ -197,6 +197,7 @@ class Runner:
             total_slots = min(total_slots, options.concurrency)
         self._row_slots = anyio.Semaphore(max(64, 2 * total_slots))
         self.stopping = False
+        self.claims = 0
         self._rows_scope = anyio.CancelScope()
         self._watch_scope = anyio.CancelScope()
         self._random = random.Random()
@@ -244,6 +245,7 @@ class Runner:
                     self.gateway.store.claim_batch, plan.sheet_id, plan.fields, self.options.job_id,
                     self.options.claim_size, plan.max_row_index,
                 )
+            self.claims += 1
             if not batch:
                 return
             for index, row in enumerate(batch):
@@ -350,7 +352,8 @@ class Runner:
         try:
             answer = await self._call(provider, inputs)
             if provider.cached:
-                ttl = provider.limits.not_found_ttl if answer.outcome is Outcome.NOT_FOUND else provider.limits.cache_ttl
+                limits = provider.limits
+                ttl = limits.not_found_ttl if answer.outcome is Outcome.NOT_FOUND else limits.cache_ttl
                 self.cache.set(key, answer, ttl, provider.name)
                 self._fresh.add(key)
             pending.answer = answer

@@ -79,11 +79,15 @@ class EnrichSummary:
     dry_run: dict[str, Any] | None = None
     rows_loaded: int = 0
     new_rows: int = 0
+    fill_s: float = 0.0  # time spent filling cells, without loading the sheet and writing the output
+    flushes: int = 0  # store transactions that wrote finished cells
+    claims: int = 0  # store transactions that claimed cells
 
     def to_json(self) -> dict[str, Any]:
         """The `--json` summary object."""
         out = {k: v for k, v in self.__dict__.items() if k != "dry_run"}
         out["duration_s"] = round(self.duration_s, 3)
+        out["fill_s"] = round(self.fill_s, 3)
         out["spend"] = round(self.spend, 6)
         if self.dry_run is not None:
             out["dry_run"] = self.dry_run
@@ -224,9 +228,11 @@ def _run(store: Store, cache: ResponseCache, plan: Plan, req: EnrichRequest, sum
     deadline = time.monotonic() + req.max_runtime if req.max_runtime else None
     options = RunOptions(job_id, req.concurrency, req.budget, deadline, req.refresh, grace=req.grace)
     received: list[int] = []
+    runners: list[Runner] = []
 
     async def main() -> None:
         runner = Runner(StoreGateway(store), cache, plan, options, stats)
+        runners.append(runner)
         for provider in plan.providers.values():
             await provider.start()
         try:
@@ -240,7 +246,11 @@ def _run(store: Store, cache: ResponseCache, plan: Plan, req: EnrichRequest, sum
                 for provider in plan.providers.values():
                     await provider.close()
 
+    fill_started = time.monotonic()
     anyio.run(main, backend="asyncio")
+    summary.fill_s = time.monotonic() - fill_started
+    summary.flushes = runners[0].writer.flushes if runners else 0
+    summary.claims = runners[0].claims if runners else 0
     counts = store.cell_counts(plan.sheet_id, plan.fields, plan.max_row_index)
     job = store.job(job_id)
     summary.cells = queued

@@ -45,7 +45,9 @@ class LookupProvider(Provider):
         reference = reference.filter(pl.all_horizontal(pl.col(k).is_not_null() for k in keys))
         self._reference = reference.unique(subset=keys, keep="first", maintain_order=True)
         self._con = duckdb.connect(":memory:")
-        self._con.register("reference", self._reference)
+        self._con.register("_reference", self._reference)
+        self._con.execute("CREATE TABLE reference AS SELECT *, true AS __glaze_hit FROM _reference")
+        self._con.unregister("_reference")
         super().__init__(config.name, inputs=list(self.match), outputs=list(self.columns), limits=config.limits,
                          cost=config.cost, settings={**opts, "path": str(self.path)})
 
@@ -63,7 +65,7 @@ class LookupProvider(Provider):
         outputs = ", ".join(f'r."{col}" AS o{j}' for j, col in enumerate(self.columns.values()))
         self._con.register("batch", frame)
         found = self._con.execute(
-            f"SELECT b.idx, r.rowid IS NOT NULL AS hit, {outputs} FROM batch b "
+            f"SELECT b.idx, r.__glaze_hit IS NOT NULL AS hit, {outputs} FROM batch b "
             f"LEFT JOIN reference r ON {conditions} ORDER BY b.idx"
         ).fetchall()
         self._con.unregister("batch")
