@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,18 @@ class ResponseCache:
             return
         try:
             self._cache.set(key, answer.to_json(), expire=ttl, tag=tag)
+        except Exception as exc:
+            self._warn(exc)
+
+    def set_many(self, entries: Sequence[tuple[str, Answer, float, str]]) -> None:
+        """Store several (key, answer, ttl, tag) entries in one SQLite transaction (one disk sync, not one each)."""
+        if self._cache is None:
+            return
+        try:
+            with self._cache.transact():
+                for key, answer, ttl, tag in entries:
+                    if ttl > 0 and answer.outcome is not Outcome.ERROR:
+                        self._cache.set(key, answer.to_json(), expire=ttl, tag=tag)
         except Exception as exc:
             self._warn(exc)
 

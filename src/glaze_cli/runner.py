@@ -16,7 +16,7 @@ import anyio
 
 from glaze_cli.cache import ResponseCache, cache_key
 from glaze_cli.errors import ProviderError
-from glaze_cli.limits import ProviderLimiter
+from glaze_cli.limits import ProviderLimiter, take
 from glaze_cli.models import Answer, CallRecord, CellResult, ClaimedRow, Outcome, TaskStatus
 from glaze_cli.providers.base import Provider
 from glaze_cli.store import Store
@@ -176,6 +176,47 @@ class ResultWriter:
         self.flushes += 1
 
 
+class CacheWriter:
+    """Group commit for the response cache: answers that arrive while one write is on disk go in the next.
+
+    A caller returns only once its answer is on disk, so an answer is cached before its cells can be
+    flushed to the store; grouping turns one SQLite transaction per answer into one per group.
+    """
+
+    def __init__(self, cache: ResponseCache) -> None:
+        self.cache = cache
+        self._entries: list[tuple[str, Answer, float, str]] = []
+        self._written = anyio.Event()
+        self._wake = anyio.Event()
+        self._closed = False
+
+    async def put(self, key: str, answer: Answer, ttl: float, tag: str) -> None:
+        """Write one answer (with whatever else is waiting) and return when it is on disk."""
+        self._entries.append((key, answer, ttl, tag))
+        written = self._written
+        self._wake.set()
+        with anyio.CancelScope(shield=True):
+            await written.wait()
+
+    async def run(self) -> None:
+        """Write waiting groups until closed and drained."""
+        while not (self._closed and not self._entries):
+            if not self._entries:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                continue
+            entries, self._entries = self._entries, []
+            written, self._written = self._written, anyio.Event()
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.cache.set_many, entries)
+            written.set()
+
+    def close(self) -> None:
+        """Let `run` return once nothing is waiting."""
+        self._closed = True
+        self._wake.set()
+
+
 class Runner:
     """Fills the plan's queued cells; returns when they are all finished or the run is told to stop."""
 
@@ -187,6 +228,7 @@ class Runner:
         self.options = options
         self.stats = stats
         self.writer = ResultWriter(gateway, options.job_id, options.flush_interval, options.flush_cells)
+        self.cache_writer = CacheWriter(cache)
         global_slots = anyio.CapacityLimiter(options.concurrency) if options.concurrency else None
         self.limiters = {name: ProviderLimiter(p.limits, global_slots) for name, p in plan.providers.items()}
         self._inflight: dict[str, _Pending] = {}
@@ -216,12 +258,14 @@ class Runner:
         """Claim and process batches until the queue is empty or `stop` is called."""
         async with anyio.create_task_group() as outer:
             outer.start_soon(self.writer.run)
+            outer.start_soon(self.cache_writer.run)
             outer.start_soon(self._watch_deadline)
             try:
                 with self._rows_scope:
                     async with anyio.create_task_group() as rows:
                         await self._feed(rows)
             finally:
+                self.cache_writer.close()
                 self.writer.close()
                 self._watch_scope.cancel()
 
@@ -250,7 +294,7 @@ class Runner:
                 return
             for index, row in enumerate(batch):
                 try:
-                    await self._row_slots.acquire()
+                    await take(self._row_slots)
                 except anyio.get_cancelled_exc_class():
                     for rest in batch[index:]:
                         self._release(rest.cells)
@@ -354,7 +398,8 @@ class Runner:
             if provider.cached:
                 limits = provider.limits
                 ttl = limits.not_found_ttl if answer.outcome is Outcome.NOT_FOUND else limits.cache_ttl
-                self.cache.set(key, answer, ttl, provider.name)
+                if ttl > 0 and answer.outcome is not Outcome.ERROR:
+                    await self.cache_writer.put(key, answer, ttl, provider.name)
                 self._fresh.add(key)
             pending.answer = answer
             return answer

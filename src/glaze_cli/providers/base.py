@@ -7,6 +7,7 @@ import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 import anyio
@@ -80,7 +81,7 @@ class Provider(ABC):
         self.cost = cost
         self._settings = settings
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         """A hash of everything that shapes the answer (not secrets, not limits): part of cache keys."""
         blob = json.dumps([self.type, self._settings], sort_keys=True, default=str)
