@@ -291,7 +291,9 @@ def _limits(model: _LimitsModel, inherited: Limits, key: str, source: str) -> Li
 
 def _describe(exc: ValidationError, raw: dict[str, Any], source: str) -> str:
     """The first validation error as one sentence naming the key, with a did-you-mean for typos."""
-    error = exc.errors()[0]
+    errors = exc.errors()
+    # A typo shows as both an unknown key and a missing one; the unknown key (with its did-you-mean) explains both.
+    error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = [str(part) for part in error["loc"]]
     # Pydantic puts the provider type (the union tag) in the path; users never wrote it.
     if len(loc) >= 3 and loc[0] == "providers" and loc[2] in PROVIDER_TYPES:
