@@ -31,9 +31,9 @@ def progress_view(stats: RunStats) -> Group:
     eta = f"{left / (finished / elapsed):,.0f}s" if finished and elapsed > 0 else "-"
     pct = 100.0 * finished / stats.total if stats.total else 100.0
     head = Text.assemble(
-        ("glaze ", "bold"), f"{finished:,}/{stats.total:,} cells ({pct:.1f}%)  ",
+        ("glaze ", "bold"), f"{finished:,}/{stats.total:,} cells {pct:.1f}%  eta {eta}  {_rate(finished, elapsed)}\n",
         ("done ", "green"), f"{stats.done:,}  ", ("failed ", "red"), f"{stats.failed:,}  ",
-        f"filled {stats.filled:,}  {_rate(finished, elapsed)}  eta {eta}  spend {stats.spend:.2f}",
+        f"filled {stats.filled:,}  spend {stats.spend:.2f}",
     )
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("provider", "calls", "cache hits", "errors", "retries", "p50 ms", "p95 ms"):
