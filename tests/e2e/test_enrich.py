@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import sqlite3
+import zlib
 from pathlib import Path
 
 import duckdb
@@ -201,3 +203,67 @@ def test_json_summary(tmp_path: Path, provider_server: ProviderServer, glaze) ->
         "cells": 16, "done": 16, "failed": 0, "filled": 12, "exit_code": 0,
         "calls": {"acme": 5, "builtin.website": 1}}
 
+
+
+def test_transient_error_is_retried(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
+    """A 503 is retried and the second attempt's answer fills the cell; both attempts are recorded."""
+    (tmp_path / "glaze.toml").write_text(CONFIG.format(base=provider_server.base_url).replace("retries = 0",
+                                                                                             "retries = 2"))
+    write_csv(tmp_path / "leads.csv", [("name", "domain"), ("Stripe", "stripe.com")])
+    provider_server.enqueue(503, {"error": "busy"})
+    result = glaze("enrich", "leads.csv", "--fields", "industry", env=ENV)
+    assert (result.code, provider_server.count("/v1/company")) == (0, 2), result.stderr
+    con = duckdb.connect(str(tmp_path / ".glaze" / "glaze.duckdb"), read_only=True)
+    try:
+        calls = con.execute("SELECT outcome, http_status, attempt FROM provider_calls ORDER BY attempt").fetchall()
+    finally:
+        con.close()
+    assert calls == [("error", 503, 1), ("ok", 200, 2)]
+
+
+def test_export_with_meta(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
+    """export writes the sheet from the state, with FIELD__source and FIELD__confidence on request."""
+    setup(tmp_path, provider_server, [("name", "domain"), ("Stripe", "stripe.com"), ("Nobody", "x.example")])
+    assert glaze("enrich", "leads.csv", "--fields", "industry,website", env=ENV).code == 0
+    result = glaze("export", "leads.csv", "-o", "out.csv", "--with-meta")
+    assert result.code == 0, result.stderr
+    assert read_csv(tmp_path / "out.csv") == [
+        {"name": "Stripe", "domain": "stripe.com", "industry": "Financial services", "website": "https://stripe.com",
+         "industry__source": "acme", "industry__confidence": "0.9", "website__source": "acme",
+         "website__confidence": "0.9"},
+        {"name": "Nobody", "domain": "x.example", "industry": "", "website": "https://x.example",
+         "industry__source": "", "industry__confidence": "", "website__source": "builtin.website",
+         "website__confidence": "1.0"},
+    ]
+    refused = glaze("export", "leads.csv", "-o", "leads.csv")
+    assert refused.code == 2 and "never writes over its input" in refused.stderr
+
+
+def test_reconcile_repairs_drift(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
+    """reconcile --check reports damaged counters (exit 1) and changes nothing; reconcile rebuilds them."""
+    setup(tmp_path, provider_server)
+    assert glaze("enrich", "leads.csv", "--fields", "industry", env=ENV).code == 0
+    con = duckdb.connect(str(tmp_path / ".glaze" / "glaze.duckdb"))
+    con.execute("UPDATE rows SET done_tasks = 0, status = 'queued' WHERE row_index < 3")
+    con.close()
+    check = glaze("reconcile", "--check", "--json")
+    assert (check.code, check.json()["drift_rows"]) == (1, 3)
+    assert glaze("reconcile", "--check").code == 1
+    fixed = glaze("reconcile", "--json")
+    assert (fixed.code, fixed.json()["fixed"]) == (0, 3)
+    assert glaze("reconcile", "--check").code == 0
+    assert glaze("status", "--json").json()["sheets"][0]["rows"]["done"] == 8
+
+
+def test_cache_folder_is_private_json(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
+    """The response cache folder is readable by its owner only and holds JSON, not pickles."""
+    setup(tmp_path, provider_server, [("name", "domain"), ("Stripe", "stripe.com")])
+    assert glaze("enrich", "leads.csv", "--fields", "industry", env=ENV).code == 0
+    cache_dir = tmp_path / ".glaze" / "cache"
+    assert cache_dir.stat().st_mode & 0o777 == 0o700
+    con = sqlite3.connect(cache_dir / "cache.db")
+    # diskcache's JSONDisk stores zlib-framed JSON text (compression level 0).
+    values = [json.loads(zlib.decompress(v)) for (v,) in con.execute("SELECT value FROM Cache").fetchall()]
+    con.close()
+    assert values == [{"outcome": "ok", "values": {"industry": "Financial services", "website": "https://stripe.com"},
+                       "confidence": 0.9}]
