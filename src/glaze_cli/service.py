@@ -20,6 +20,7 @@ import polars as pl
 from glaze_cli.cache import ResponseCache, cache_key
 from glaze_cli.config import Config, FieldConfig, find_config, load_config
 from glaze_cli.errors import ConfigError, InputError, UsageError
+from glaze_cli.metrics import render_metrics, write_metrics
 from glaze_cli.models import Outcome
 from glaze_cli.providers import Provider, build_provider
 from glaze_cli.providers.builtin import BUILTIN_INPUT_HINTS, BUILTIN_OUTPUTS, builtin_providers
@@ -210,6 +211,11 @@ def enrich(req: EnrichRequest, progress: ProgressFactory | None = None) -> Enric
                                 guard_columns=list(req.fields) if req.formula_guard else None)
                     summary.output = str(output)
                     store.finish_job(summary.job_id or "", summary.exit_code)
+                    if req.metrics_file is not None:
+                        summary.duration_s = time.monotonic() - started
+                        text = render_metrics(sheet.name, store.status(sheet), summary.to_json(),
+                                              store.last_success(sheet.sheet_id))
+                        write_metrics(req.metrics_file, text)
             finally:
                 cache.close()
     finally:

@@ -470,6 +470,12 @@ class Store:
         self.con.execute("UPDATE jobs SET finished_at = now(), exit_code = ? WHERE job_id = ?",
                          [exit_code, job_id])
 
+    def last_success(self, sheet_id: int) -> float | None:
+        """Unix time at which a run of this sheet last ended with exit code 0."""
+        return self.con.execute(
+            "SELECT max(epoch(finished_at::TIMESTAMPTZ)) FROM jobs WHERE sheet_id = ? AND exit_code = 0", [sheet_id]
+        ).fetchall()[0][0]
+
     def job(self, job_id: str) -> dict[str, Any]:
         """One job's counters."""
         frame = self._frame("SELECT * FROM jobs WHERE job_id = ?", [job_id])

@@ -267,3 +267,21 @@ def test_cache_folder_is_private_json(tmp_path: Path, provider_server: ProviderS
     con.close()
     assert values == [{"outcome": "ok", "values": {"industry": "Financial services", "website": "https://stripe.com"},
                        "confidence": 0.9}]
+
+
+def test_metrics_file(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
+    """--metrics-file writes Prometheus text that the official parser reads, with cells, calls and exit code."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    setup(tmp_path, provider_server)
+    result = glaze("enrich", "leads.csv", "--fields", "industry", "--metrics-file", "m/glaze.prom", env=ENV)
+    assert result.code == 0, result.stderr
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families((tmp_path / "m" / "glaze.prom").read_text())
+               for s in family.samples}
+    sheet = ("sheet", "leads")
+    assert samples[("glaze_cells", (("field", "industry"), sheet, ("status", "done")))] == 8
+    assert samples[("glaze_cells", (("field", "industry"), sheet, ("status", "filled")))] == 5
+    assert samples[("glaze_provider_calls_total", (("provider", "acme"), sheet))] == 5
+    assert samples[("glaze_exit_code", (sheet,))] == 0
+    assert samples[("glaze_last_success_timestamp_seconds", (sheet,))] > 0
