@@ -9,11 +9,12 @@ import difflib
 import os
 import re
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from glaze_cli.errors import ConfigError
 
@@ -82,17 +83,35 @@ def resolve_env(value: Any, key: str, source: str) -> Any:
     return value
 
 
+def env_variables(value: Any) -> list[str]:
+    """The ${VAR} names used anywhere in a string, dict or list, in order of first use."""
+    if isinstance(value, str):
+        return list(dict.fromkeys(_ENV_REF.findall(value)))
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return list(dict.fromkeys(name for item in items for name in env_variables(item)))
+
+
+def _duration_value(value: Any) -> str | int | float:
+    # Strict: TOML `true` is not 1 second.
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"{value!r} is not a duration; write it like 50ms, 15s, 30m, 2h or 7d")
+    return value
+
+
+Duration = Annotated[str | int | float, BeforeValidator(_duration_value)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class _LimitsModel(_Strict):
-    concurrency: Annotated[int, Field(ge=1)] | None = None
+    concurrency: Annotated[int, Field(ge=1, strict=True)] | None = None
     rate: str | None = None
-    timeout: str | int | float | None = None
-    retries: Annotated[int, Field(ge=0, le=20)] | None = None
-    cache_ttl: str | int | float | None = None
-    not_found_ttl: str | int | float | None = None
+    timeout: Duration | None = None
+    retries: Annotated[int, Field(ge=0, le=20, strict=True)] | None = None
+    cache_ttl: Duration | None = None
+    not_found_ttl: Duration | None = None
 
 
 class _SheetModel(_Strict):
@@ -108,7 +127,7 @@ class _HttpModel(_LimitsModel):
     body: dict[str, Any] | None = None
     outputs: dict[str, str]
     confidence: str | None = None
-    cost: Annotated[float, Field(ge=0)] = 0.0
+    cost: Annotated[float, Field(ge=0, strict=True)] = 0.0
     not_found: list[int] = [404]
 
 
@@ -117,7 +136,7 @@ class _LookupModel(_LimitsModel):
     path: str
     match: dict[str, str]
     outputs: dict[str, str]
-    cost: Annotated[float, Field(ge=0)] = 0.0
+    cost: Annotated[float, Field(ge=0, strict=True)] = 0.0
 
 
 class _OpenAIModel(_LimitsModel):
@@ -128,19 +147,19 @@ class _OpenAIModel(_LimitsModel):
     prompt: str
     system: str | None = None
     outputs: dict[str, Literal["string", "integer", "number", "boolean"]]
-    cost: Annotated[float, Field(ge=0)] = 0.0
-    cost_per_1k_tokens: Annotated[float, Field(ge=0)] = 0.0
+    cost: Annotated[float, Field(ge=0, strict=True)] = 0.0
+    cost_per_1k_tokens: Annotated[float, Field(ge=0, strict=True)] = 0.0
 
 
 class _SimulatedModel(_LimitsModel):
     type: Literal["simulated"]
     inputs: list[str]
     outputs: list[str]
-    latency: str | int | float = "0s"
-    jitter: str | int | float = "0s"
-    error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
-    not_found_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
-    cost: Annotated[float, Field(ge=0)] = 0.0
+    latency: Duration = "0s"
+    jitter: Duration = "0s"
+    error_rate: Annotated[float, Field(ge=0, le=1, strict=True)] = 0.0
+    not_found_rate: Annotated[float, Field(ge=0, le=1, strict=True)] = 0.0
+    cost: Annotated[float, Field(ge=0, strict=True)] = 0.0
 
     @model_validator(mode="after")
     def _has_inputs(self) -> _SimulatedModel:
@@ -149,24 +168,30 @@ class _SimulatedModel(_LimitsModel):
         return self
 
 
-_ProviderModel = Annotated[
-    _HttpModel | _LookupModel | _OpenAIModel | _SimulatedModel, Field(discriminator="type")
-]
+class _PluginModel(_LimitsModel):
+    """A provider type from a plugin: glaze checks the common keys, the plugin's own model the rest."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+    cost: Annotated[float, Field(ge=0, strict=True)] = 0.0
+
+
+CORE_MODELS: dict[str, type[_LimitsModel]] = {
+    "http": _HttpModel, "lookup": _LookupModel, "openai": _OpenAIModel, "simulated": _SimulatedModel,
+}
+PROVIDER_TYPES = tuple(CORE_MODELS)
 
 
 class _FieldModel(_Strict):
     providers: list[str] | None = None
-    min_confidence: Annotated[float, Field(ge=0, le=1)] = 0.0
+    min_confidence: Annotated[float, Field(ge=0, le=1, strict=True)] = 0.0
 
 
 class _ConfigModel(_Strict):
     sheet: _SheetModel = _SheetModel()
     defaults: _LimitsModel = _LimitsModel()
-    providers: dict[str, _ProviderModel] = {}
+    providers: dict[str, dict[str, Any]] = {}
     fields: dict[str, _FieldModel] = {}
-
-
-PROVIDER_TYPES = ("http", "lookup", "openai", "simulated")
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,8 +260,11 @@ def find_config(explicit: Path | None, sheet: Path | None) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def load_config(path: Path | None) -> Config:
-    """Read and validate a config file; None gives the empty config."""
+def load_config(path: Path | None, plugin_types: Mapping[str, type[BaseModel] | None] | None = None) -> Config:
+    """Read and validate a config file; None gives the empty config.
+
+    `plugin_types` maps provider types that plugins add to the pydantic model of their own keys (or None).
+    """
     if path is None:
         return Config()
     source = str(path)
@@ -250,16 +278,48 @@ def load_config(path: Path | None) -> Config:
         model = _ConfigModel.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, raw, source)) from None
-    return _build(model, path, source)
+    plugins = dict(plugin_types or {})
+    providers = {name: _validate_provider(name, options, plugins, source) for name, options in model.providers.items()}
+    return _build(model, providers, path, source)
 
 
-def _build(model: _ConfigModel, path: Path, source: str) -> Config:
+def _validate_provider(name: str, options: dict[str, Any], plugins: Mapping[str, type[BaseModel] | None],
+                       source: str) -> _LimitsModel:
+    key = f"providers.{name}"
+    ptype = options.get("type")
+    known = [*PROVIDER_TYPES, *sorted(plugins)]
+    if not isinstance(ptype, str) or (ptype not in CORE_MODELS and ptype not in plugins):
+        got = "missing" if ptype is None else repr(ptype)
+        raise ConfigError(f"config {source}: {key}.type: must be one of {', '.join(known)} (got {got})")
+    model_class = CORE_MODELS.get(ptype, _PluginModel)
+    try:
+        validated = model_class.model_validate(options)
+        own_model = plugins.get(ptype)
+        if ptype not in CORE_MODELS and own_model is not None:
+            common = set(_PluginModel.model_fields)
+            own_model.model_validate({k: v for k, v in options.items() if k not in common})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, options, source, prefix=["providers", name],
+                                    known=_fields_of(model_class, plugins.get(ptype)))) from None
+    return validated
+
+
+def _fields_of(model: type[BaseModel], own: type[BaseModel] | None) -> list[str]:
+    fields = [f for f in model.model_fields if f != "model_config"]
+    return fields + (list(own.model_fields) if own is not None else [])
+
+
+def _build(model: _ConfigModel, validated: dict[str, _LimitsModel], path: Path, source: str) -> Config:
     defaults = _limits(model.defaults, Limits(), "defaults", source)
     providers: dict[str, ProviderConfig] = {}
-    for name, pmodel in model.providers.items():
-        options = pmodel.model_dump(exclude=set(_LimitsModel.model_fields) | {"type", "cost"})
+    common = set(_LimitsModel.model_fields) | {"type", "cost"}
+    for name, pmodel in validated.items():
+        options = {k: v for k, v in pmodel.model_dump().items() if k not in common}
+        options.update({k: v for k, v in (pmodel.model_extra or {}).items() if k not in common})
         limits = _limits(pmodel, defaults, f"providers.{name}", source)
-        providers[name] = ProviderConfig(name, pmodel.type, limits, pmodel.cost, options)
+        ptype = str(pmodel.type)  # type: ignore[attr-defined]
+        cost = float(pmodel.cost)  # type: ignore[attr-defined]
+        providers[name] = ProviderConfig(name, ptype, limits, cost, options)
         if not providers[name].outputs:
             raise ConfigError(f"config {source}: providers.{name}.outputs: name at least one output field")
     fields: dict[str, FieldConfig] = {}
@@ -289,45 +349,29 @@ def _limits(model: _LimitsModel, inherited: Limits, key: str, source: str) -> Li
     )
 
 
-def _describe(exc: ValidationError, raw: dict[str, Any], source: str) -> str:
+def _describe(exc: ValidationError, raw: dict[str, Any], source: str, *, prefix: Sequence[str] = (),
+              known: Sequence[str] | None = None) -> str:
     """The first validation error as one sentence naming the key, with a did-you-mean for typos."""
     errors = exc.errors()
     # A typo shows as both an unknown key and a missing one; the unknown key (with its did-you-mean) explains both.
     error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = [str(part) for part in error["loc"]]
-    # Pydantic puts the provider type (the union tag) in the path; users never wrote it.
-    if len(loc) >= 3 and loc[0] == "providers" and loc[2] in PROVIDER_TYPES:
-        loc.pop(2)
-    key = ".".join(loc)
+    key = ".".join([*prefix, *loc])
     kind = error["type"]
     if kind == "extra_forbidden":
-        parent = _lookup(raw, loc[:-1])
-        known = _known_keys(loc[:-1], parent)
-        hint = difflib.get_close_matches(loc[-1], known, n=1)
-        suggestion = f"; did you mean {hint[0]!r}?" if hint else f"; known keys: {', '.join(sorted(known))}"
+        candidates = list(known) if known is not None and len(loc) == 1 else _known_keys(loc[:-1])
+        hint = difflib.get_close_matches(loc[-1], candidates, n=1)
+        suggestion = f"; did you mean {hint[0]!r}?" if hint else f"; known keys: {', '.join(sorted(candidates))}"
         return f"config {source}: {key}: unknown key{suggestion}"
-    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
-        return (f"config {source}: {key}.type: must be one of {', '.join(PROVIDER_TYPES)}")
     if kind == "missing":
         return f"config {source}: {key}: required key is missing"
     message = error["msg"].removeprefix("Value error, ")
     return f"config {source}: {key}: {message} (got {error.get('input')!r})"
 
 
-def _lookup(raw: Any, path: list[str]) -> Any:
-    for part in path:
-        raw = raw.get(part, {}) if isinstance(raw, dict) else {}
-    return raw
-
-
-def _known_keys(path: list[str], parent: Any) -> list[str]:
+def _known_keys(path: list[str]) -> list[str]:
     if not path:
         return list(_ConfigModel.model_fields)
-    if path[0] == "providers" and len(path) == 2:
-        ptype = parent.get("type") if isinstance(parent, dict) else None
-        models = {"http": _HttpModel, "lookup": _LookupModel, "openai": _OpenAIModel,
-                  "simulated": _SimulatedModel}
-        return list(models.get(ptype, _HttpModel).model_fields)
     if path[0] == "fields" and len(path) == 2:
         return list(_FieldModel.model_fields)
     section = {"sheet": _SheetModel, "defaults": _LimitsModel}.get(path[0])

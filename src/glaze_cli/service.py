@@ -22,8 +22,7 @@ from glaze_cli.config import Config, FieldConfig, find_config, load_config
 from glaze_cli.errors import ConfigError, InputError, UsageError
 from glaze_cli.metrics import render_metrics, write_metrics
 from glaze_cli.models import Outcome
-from glaze_cli.providers import Provider, build_provider
-from glaze_cli.providers.builtin import BUILTIN_INPUT_HINTS, BUILTIN_OUTPUTS, builtin_providers
+from glaze_cli.providers import Provider, registry
 from glaze_cli.runner import Plan, Runner, RunOptions, RunStats, Step, StoreGateway
 from glaze_cli.sheet import check_output, default_output, read_sheet, write_sheet
 from glaze_cli.store import SheetInfo, Store
@@ -83,6 +82,8 @@ class EnrichSummary:
     fill_s: float = 0.0  # time spent filling cells, without loading the sheet and writing the output
     flushes: int = 0  # store transactions that wrote finished cells
     claims: int = 0  # store transactions that claimed cells
+    warnings: list[str] = field(default_factory=list)  # e.g. a provider stopped for rejected keys
+    rate_limited: dict[str, int] = field(default_factory=dict)  # 429 answers per provider
 
     def to_json(self) -> dict[str, Any]:
         """The `--json` summary object."""
@@ -121,7 +122,9 @@ def _check_key(frame: pl.DataFrame, key: str, sheet: Path) -> None:
 def plan_providers(config: Config, fields: Sequence[str], columns: Sequence[str],
                    sheet: Path) -> tuple[dict[str, tuple[Step, ...]], dict[str, Provider]]:
     """Each field's waterfall, with only the providers it needs built (and their ${VAR}s resolved)."""
-    builtins = builtin_providers(columns)
+    known = registry()
+    builtins = known.builtins_for(columns)
+    builtin_outputs = {name: spec.outputs for name, spec in known.builtins.items()}
     configured_outputs = {name: pc.outputs for name, pc in config.providers.items()}
     chains: dict[str, list[str]] = {}
     for name in fields:
@@ -129,31 +132,31 @@ def plan_providers(config: Config, fields: Sequence[str], columns: Sequence[str]
         if fconf.providers is not None:
             chain = list(fconf.providers)
             for pname in chain:
-                outputs = configured_outputs.get(pname, BUILTIN_OUTPUTS.get(pname))
+                outputs = configured_outputs.get(pname, builtin_outputs.get(pname))
                 if outputs is None:
-                    known = ", ".join(list(config.providers) + list(BUILTIN_OUTPUTS))
+                    names = ", ".join(list(config.providers) + list(builtin_outputs))
                     raise ConfigError(f"config {config.source}: fields.{name}.providers: unknown provider "
-                                      f"{pname!r} (known: {known})")
+                                      f"{pname!r} (known: {names})")
                 if name not in outputs:
                     raise ConfigError(f"config {config.source}: fields.{name}.providers: provider {pname!r} has no "
                                       f"output {name!r} (it outputs {', '.join(outputs)})")
         else:
             chain = [p for p, outs in configured_outputs.items() if name in outs]
-            chain += [p for p, outs in BUILTIN_OUTPUTS.items() if name in outs and p in builtins]
+            chain += [p for p, outs in builtin_outputs.items() if name in outs and p in builtins]
         if not chain:
-            hint = next((f"; the built-in {p} needs {BUILTIN_INPUT_HINTS[p]}" for p, outs in BUILTIN_OUTPUTS.items()
-                         if name in outs), "; add a provider with this output to glaze.toml")
+            hint = next((f"; the built-in {spec.name} needs {spec.input_hint}" for spec in known.builtins.values()
+                         if name in spec.outputs), "; add a provider with this output to glaze.toml")
             raise ConfigError(f"config {config.source}: field {name!r}: no provider outputs it{hint}")
         chains[name] = chain
     providers: dict[str, Provider] = {}
     for pname in dict.fromkeys(p for chain in chains.values() for p in chain):
         if pname in config.providers:
-            provider = build_provider(config.providers[pname], config.source, config.base_dir)
+            provider = known.build(config.providers[pname], config.source, config.base_dir)
         elif pname in builtins:
             provider = builtins[pname]
         else:
-            raise InputError(f"{sheet}: the built-in {pname} needs {BUILTIN_INPUT_HINTS[pname]}; the sheet has "
-                             f"none (columns: {', '.join(columns)})")
+            raise InputError(f"{sheet}: the built-in {pname} needs {known.builtins[pname].input_hint}; the sheet "
+                             f"has none (columns: {', '.join(columns)})")
         missing = [c for c in provider.inputs if c not in columns]
         if missing:
             raise InputError(f"{sheet}: provider {pname!r} uses column {missing[0]!r}, which the sheet does not "
@@ -166,12 +169,17 @@ def plan_providers(config: Config, fields: Sequence[str], columns: Sequence[str]
     return waterfalls, providers
 
 
+def read_config(explicit: Path | None, sheet: Path | None) -> Config:
+    """The config that applies, validated against every provider type installed (plugins included)."""
+    return load_config(find_config(explicit, sheet), registry().plugin_options())
+
+
 def enrich(req: EnrichRequest, progress: ProgressFactory | None = None) -> EnrichSummary:
     """Load the sheet, queue its cells, fill them, write the output; the summary carries the exit code."""
     started = time.monotonic()
     if not req.fields or any(not f.strip() for f in req.fields):
         raise UsageError("--fields: name at least one field, comma-separated (e.g. --fields industry,website)")
-    config = load_config(find_config(req.config, req.sheet))
+    config = read_config(req.config, req.sheet)
     frame = read_sheet(req.sheet, req.encoding)
     key = req.key or config.sheet_key
     if key:
@@ -266,6 +274,8 @@ def _run(store: Store, cache: ResponseCache, plan: Plan, req: EnrichRequest, sum
     summary.calls = {n: s.calls for n, s in stats.providers.items()}
     summary.cache_hits = {n: s.cache_hits for n, s in stats.providers.items()}
     summary.stop_reason = stats.stop_reason
+    summary.warnings = list(stats.warnings)
+    summary.rate_limited = {n: s.rate_limited for n, s in stats.providers.items()}
     if received:
         summary.exit_code = EXIT_SIGINT if received[0] == signal.SIGINT else EXIT_SIGTERM
     elif stats.stop_reason in ("budget", "max-runtime") and summary.queued_left:
@@ -380,7 +390,7 @@ def export(sheet: Path, workspace: Path | None, output: Path | None, with_meta: 
 
 def providers(config_path: Path | None, sheet: Path | None) -> list[dict[str, Any]]:
     """Every provider, configured or built in, with its outputs and limits."""
-    config = load_config(find_config(config_path, sheet))
+    config = read_config(config_path, sheet)
     listed = []
     for pc in config.providers.values():
         limits = pc.limits
@@ -388,10 +398,10 @@ def providers(config_path: Path | None, sheet: Path | None) -> list[dict[str, An
                        "concurrency": limits.concurrency, "rate": str(limits.rate) if limits.rate else None,
                        "timeout_s": limits.timeout, "retries": limits.retries, "cache_ttl_s": limits.cache_ttl,
                        "cost": pc.cost, "inputs": None})
-    for name, outputs in BUILTIN_OUTPUTS.items():
-        listed.append({"name": name, "type": "builtin", "outputs": list(outputs), "concurrency": None,
+    for spec in registry().builtins.values():
+        listed.append({"name": spec.name, "type": "builtin", "outputs": list(spec.outputs), "concurrency": None,
                        "rate": None, "timeout_s": None, "retries": 0, "cache_ttl_s": 0, "cost": 0.0,
-                       "inputs": BUILTIN_INPUT_HINTS[name]})
+                       "inputs": spec.input_hint})
     return listed
 
 

@@ -6,13 +6,16 @@ import hashlib
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import anyio
+from pydantic import BaseModel
 
-from glaze_cli.config import Limits
+from glaze_cli.config import Limits, ProviderConfig
 from glaze_cli.models import Answer
 
 # `{column}` but not `${VAR}`, which is an environment variable resolved when the config loads.
@@ -87,6 +90,11 @@ class Provider(ABC):
         blob = json.dumps([self.type, self._settings], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    @property
+    def secret_variables(self) -> list[str]:
+        """Environment variables holding this provider's credentials (named when its key is rejected)."""
+        return []
+
     def input_values(self, row: Mapping[str, str | None]) -> dict[str, str] | None:
         """The row values this provider reads, or None when one is empty (nothing to ask)."""
         values = {}
@@ -125,3 +133,37 @@ class Provider(ABC):
         return {"name": self.name, "type": self.type, "inputs": list(self.inputs), "outputs": list(self.outputs),
                 "concurrency": limits.concurrency, "rate": str(limits.rate) if limits.rate else None,
                 "cost": self.cost, "cached": self.cached}
+
+
+@dataclass(frozen=True)
+class ProviderType:
+    """A `type = "..."` that `[providers.NAME]` tables can use."""
+
+    name: str
+    build: Callable[[ProviderConfig, str, Path], Provider]  # (config, config file, config folder) -> provider
+    options: type[BaseModel] | None = None  # a plugin's own keys (glaze checks the common ones: limits, cost)
+
+
+@dataclass(frozen=True)
+class BuiltinSpec:
+    """A provider that needs no config: glaze offers it when the sheet has a column it can read."""
+
+    name: str  # "builtin.website": what waterfalls and `glaze providers` call it
+    outputs: tuple[str, ...]
+    input_hint: str  # what the sheet needs, for error messages ("a phone column (phone, mobile, ...)")
+    create: Callable[[Sequence[str]], Provider | None]  # from the sheet's columns; None when none is usable
+
+
+def first_filled(columns: Sequence[str], row: Mapping[str, str | None]) -> dict[str, str] | None:
+    """{column: value} for the first of `columns` with a non-blank value in the row, else None."""
+    for column in columns:
+        value = row.get(column)
+        if value and value.strip():
+            return {column: value}
+    return None
+
+
+def matching_columns(columns: Sequence[str], wanted: Sequence[str]) -> list[str]:
+    """The sheet's columns named in `wanted` (case-insensitive), in `wanted`'s order of preference."""
+    lowered = {c.lower(): c for c in columns}
+    return [lowered[name] for name in wanted if name in lowered]

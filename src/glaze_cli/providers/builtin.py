@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from glaze_cli.config import Limits
 from glaze_cli.models import Answer, Outcome
-from glaze_cli.providers.base import Provider
+from glaze_cli.providers.base import BuiltinSpec, Provider, first_filled, matching_columns
 
 # Sheet columns the website built-in reads, best first (matched case-insensitively).
 WEBSITE_SOURCES = ("domain", "website", "url", "homepage", "site", "company_domain", "web", "email",
@@ -18,13 +18,16 @@ FREE_MAIL = frozenset({
     "icloud.com", "me.com", "aol.com", "proton.me", "protonmail.com", "gmx.de", "gmx.net", "web.de",
     "mail.ru", "yandex.ru", "qq.com", "163.com", "126.com", "zoho.com",
 })
+# Local computations: no rate, no retries, no cache (recomputing is cheaper than a cache lookup).
+BUILTIN_LIMITS = Limits(concurrency=1000, retries=0, cache_ttl=0)
 _HOST = re.compile(r"^(?=.{4,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}$")
 
 
 def website_from(value: str) -> str | None:
     """`https://host` from a domain, a URL or an email address; None when it is not a usable host."""
     text = value.strip().lower()
-    if "@" in text:
+    # An email only when it is not a URL: "https://medium.com/@acme" is medium.com's site.
+    if "@" in text and "/" not in text:
         text = text.rsplit("@", 1)[1]
         if text in FREE_MAIL:
             return None
@@ -45,18 +48,12 @@ class WebsiteProvider(Provider):
     cached = False
 
     def __init__(self, columns: Sequence[str]) -> None:
-        lowered = {c.lower(): c for c in columns}
-        sources = [lowered[name] for name in WEBSITE_SOURCES if name in lowered]
-        super().__init__("builtin.website", inputs=sources, outputs=["website"],
-                         limits=Limits(concurrency=1000, retries=0, cache_ttl=0), settings="v1")
+        super().__init__("builtin.website", inputs=matching_columns(columns, WEBSITE_SOURCES), outputs=["website"],
+                         limits=BUILTIN_LIMITS, settings="v1")
 
     def input_values(self, row: Mapping[str, str | None]) -> dict[str, str] | None:
         """The first source column that has a value."""
-        for column in self.inputs:
-            value = row.get(column)
-            if value and value.strip():
-                return {column: value}
-        return None
+        return first_filled(self.inputs, row)
 
     async def fetch(self, inputs: Mapping[str, str]) -> Answer:
         """Normalise the value; a free-mail address or a non-host gives no value."""
@@ -64,13 +61,10 @@ class WebsiteProvider(Provider):
         return Answer(Outcome.OK, {"website": site}) if site else Answer(Outcome.NOT_FOUND)
 
 
-BUILTIN_OUTPUTS = {"builtin.website": ("website",)}
-BUILTIN_INPUT_HINTS = {
-    "builtin.website": "a domain, URL or email column (" + ", ".join(WEBSITE_SOURCES[:4]) + ", email)",
-}
+def _website(columns: Sequence[str]) -> Provider | None:
+    provider = WebsiteProvider(columns)
+    return provider if provider.inputs else None
 
 
-def builtin_providers(columns: Sequence[str]) -> dict[str, Provider]:
-    """The built-ins usable with these sheet columns."""
-    website = WebsiteProvider(columns)
-    return {website.name: website} if website.inputs else {}
+WEBSITE = BuiltinSpec("builtin.website", ("website",),
+                      "a domain, URL or email column (" + ", ".join(WEBSITE_SOURCES[:4]) + ", email)", _website)

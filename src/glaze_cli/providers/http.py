@@ -11,11 +11,11 @@ import httpx
 import jmespath
 from jmespath.exceptions import JMESPathError
 
-from glaze_cli.config import ProviderConfig, resolve_env
-from glaze_cli.errors import ConfigError
+from glaze_cli.config import ProviderConfig, env_variables, resolve_env
+from glaze_cli.errors import ConfigError, PermanentProviderError
 from glaze_cli.http_client import build_client, request_json
 from glaze_cli.models import Answer, Outcome
-from glaze_cli.providers.base import Provider, as_text, fill, placeholders
+from glaze_cli.providers.base import Provider, ProviderType, as_text, fill, placeholders
 
 
 def _compile(expression: str, key: str, source: str) -> Any:
@@ -35,8 +35,14 @@ class HttpProvider(Provider):
         key = f"providers.{config.name}"
         self.method = opts["method"].upper()
         self.url_template = resolve_env(opts["url"], f"{key}.url", source)
-        if urlsplit(self.url_template).scheme not in ("http", "https"):
+        parts = urlsplit(self.url_template)
+        if parts.scheme not in ("http", "https"):
             raise ConfigError(f"config {source}: {key}.url: {opts['url']!r} must start with http:// or https://")
+        if placeholders(parts.netloc) or not parts.hostname:
+            # Row values never choose where a request goes: the host is fixed by the config.
+            raise ConfigError(f"config {source}: {key}.url: the host must be written out, without {{column}} "
+                              f"placeholders (got {parts.netloc!r})")
+        self.path_inputs = frozenset(placeholders(parts.path))
         self.params_template = resolve_env(opts.get("params") or {}, f"{key}.params", source)
         self.headers_template = resolve_env(opts.get("headers") or {}, f"{key}.headers", source)
         self.body_template = resolve_env(opts.get("body"), f"{key}.body", source)
@@ -47,6 +53,7 @@ class HttpProvider(Provider):
         # The unresolved templates shape the answer; resolved secrets must never reach cache keys.
         inputs = placeholders([opts["url"], opts.get("params") or {}, opts.get("headers") or {},
                                opts.get("body") or {}])
+        self.settings_template = {k: opts.get(k) for k in ("url", "params", "headers", "body")}
         super().__init__(config.name, inputs=inputs, outputs=list(opts["outputs"]), limits=config.limits,
                          cost=config.cost, settings=opts)
         self._client: httpx.AsyncClient | None = None
@@ -63,16 +70,29 @@ class HttpProvider(Provider):
     async def fetch(self, inputs: Mapping[str, str]) -> Answer:
         """One request for these inputs."""
         assert self._client is not None, "start() first"
-        url = fill(self.url_template, inputs, lambda v: quote(v, safe=""))
-        status, payload = await request_json(
-            self._client, self.method, url,
-            params=fill(self.params_template, inputs) or None,
-            headers=fill(self.headers_template, inputs) or None,
+        for column in self.path_inputs:
+            if inputs[column].strip() in ("", ".", ".."):
+                raise PermanentProviderError(f"column {column!r} value {inputs[column]!r} cannot be used in the "
+                                             "URL path")
+        url = httpx.URL(fill(self.url_template, inputs, lambda v: quote(v, safe="")))
+        if self.params_template:
+            # Merged here: httpx would replace the URL's own query with `params` (encode/httpx#3433).
+            url = url.copy_merge_params(fill(self.params_template, inputs))
+        headers = fill(self.headers_template, inputs)
+        for name, value in headers.items():
+            if not value.isascii():
+                raise PermanentProviderError(f"header {name}: the row's value has non-ASCII characters, which HTTP "
+                                             "headers cannot carry; send it in params or body instead")
+        response = await request_json(
+            self._client, self.method, str(url),
+            headers=headers or None,
             body=fill(self.body_template, inputs) if self.method == "POST" else None,
             not_found=self.not_found,
+            total_timeout=self.limits.timeout,
         )
-        if payload is None:
-            return Answer(Outcome.NOT_FOUND, http_status=status)
+        if response.payload is None:
+            return Answer(Outcome.NOT_FOUND, http_status=response.status, pause=response.pause)
+        payload = response.payload
         values = {f: as_text(path.search(payload)) for f, path in self.output_paths.items()}
         confidence = 1.0
         if self.confidence_path is not None:
@@ -82,9 +102,17 @@ class HttpProvider(Provider):
             except (TypeError, ValueError):
                 confidence = 0.0
         outcome = Outcome.OK if any(v is not None for v in values.values()) else Outcome.NOT_FOUND
-        return Answer(outcome, values, confidence, http_status=status)
+        return Answer(outcome, values, confidence, http_status=response.status, pause=response.pause)
+
+    @property
+    def secret_variables(self) -> list[str]:
+        """The environment variables this provider's requests carry (named when a key is rejected)."""
+        return env_variables([self.settings_template])
 
 
 def build(config: ProviderConfig, source: str, base_dir: Path) -> Provider:
     """Factory used by the provider registry."""
     return HttpProvider(config, source)
+
+
+PROVIDER_TYPE = ProviderType("http", build)

@@ -11,7 +11,7 @@ import polars as pl
 from glaze_cli.config import ProviderConfig
 from glaze_cli.errors import ConfigError, GlazeError
 from glaze_cli.models import Answer, Outcome
-from glaze_cli.providers.base import Provider
+from glaze_cli.providers.base import Provider, ProviderType
 from glaze_cli.sheet import read_sheet
 
 
@@ -82,3 +82,6 @@ class LookupProvider(Provider):
 def build(config: ProviderConfig, source: str, base_dir: Path) -> Provider:
     """Factory used by the provider registry."""
     return LookupProvider(config, source, base_dir)
+
+
+PROVIDER_TYPE = ProviderType("lookup", build)

@@ -15,7 +15,7 @@ import anyio
 from glaze_cli.config import ProviderConfig, parse_duration
 from glaze_cli.errors import ConfigError, TransientProviderError
 from glaze_cli.models import Answer, Outcome
-from glaze_cli.providers.base import Provider
+from glaze_cli.providers.base import Provider, ProviderType
 
 _INDUSTRIES = ("Software", "Retail", "Banking", "Manufacturing", "Healthcare", "Logistics", "Media", "Energy")
 
@@ -42,11 +42,13 @@ class SimulatedProvider(Provider):
     def __init__(self, config: ProviderConfig, source: str) -> None:
         opts = config.options
         key = f"providers.{config.name}"
-        try:
-            self.latency = parse_duration(opts["latency"])
-            self.jitter = parse_duration(opts["jitter"])
-        except ValueError as exc:
-            raise ConfigError(f"config {source}: {key}.latency/jitter: {exc}") from None
+        durations = {}
+        for name in ("latency", "jitter"):
+            try:
+                durations[name] = parse_duration(opts[name])
+            except ValueError as exc:
+                raise ConfigError(f"config {source}: {key}.{name}: {exc}") from None
+        self.latency, self.jitter = durations["latency"], durations["jitter"]
         self.error_rate = float(opts["error_rate"])
         self.not_found_rate = float(opts["not_found_rate"])
         self._random = random.Random()
@@ -69,3 +71,6 @@ class SimulatedProvider(Provider):
 def build(config: ProviderConfig, source: str, base_dir: Path) -> Provider:
     """Factory used by the provider registry."""
     return SimulatedProvider(config, source)
+
+
+PROVIDER_TYPE = ProviderType("simulated", build)
