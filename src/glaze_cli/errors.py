@@ -40,21 +40,37 @@ class StateError(GlazeError):
 
 
 class ProviderError(Exception):
-    """A provider call failed; `transient` errors are retried, others are not."""
+    """A provider call failed; `transient` errors are retried, others are not.
+
+    `retry_after` (seconds) is the provider's own word on when to come back (Retry-After).
+    """
 
     transient = False
 
-    def __init__(self, message: str, *, http_status: int | None = None) -> None:
+    def __init__(self, message: str, *, http_status: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.http_status = http_status
+        self.retry_after = retry_after
 
 
 class TransientProviderError(ProviderError):
-    """Timeouts, connection errors, 5xx and 429: worth retrying."""
+    """Timeouts, connection errors, 5xx, garbled answers: worth retrying."""
 
     transient = True
 
 
+class RateLimitedError(TransientProviderError):
+    """HTTP 429: retried, and the whole provider slows down."""
+
+
 class PermanentProviderError(ProviderError):
-    """A request the provider will never answer (4xx other than not-found and 429, bad payload)."""
+    """A request the provider will never answer (4xx other than not-found and 429, oversized body)."""
+
+
+class AuthProviderError(PermanentProviderError):
+    """HTTP 401/403: the key is missing, wrong or out of quota; after a few the provider stops for the run."""
+
+
+class ProviderUnavailable(PermanentProviderError):
+    """The provider is not being called right now (circuit open, or stopped for rejected keys)."""

@@ -7,28 +7,82 @@ httpx's API over the aiohttp transport: httpx 0.28's own pool costs ~8.7 ms of C
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
 
+import anyio
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from glaze_cli import __version__
-from glaze_cli.errors import PermanentProviderError, TransientProviderError
+from glaze_cli.errors import AuthProviderError, PermanentProviderError, RateLimitedError, TransientProviderError
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
 
 
 def build_client(*, timeout: float, max_connections: int) -> httpx.AsyncClient:
-    """An AsyncClient for one provider, with its own connection pool sized to its concurrency."""
+    """An AsyncClient for one provider, with its own connection pool sized to its concurrency.
+
+    `timeout` bounds the whole call (see `request_json`); connecting gets at most 5 s of it.
+    """
     transport = AiohttpTransport(limits=httpx.Limits(max_connections=max_connections,
                                                      max_keepalive_connections=max_connections))
     return httpx.AsyncClient(
         transport=transport,
-        timeout=httpx.Timeout(timeout),
+        timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
         follow_redirects=False,
         headers={"user-agent": f"glaze/{__version__}"},
         trust_env=False,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class JsonResponse:
+    """A provider's answer: status, parsed JSON (None for a not-found status) and its pacing hint."""
+
+    status: int
+    payload: Any
+    pause: float | None = None  # seconds until the provider's quota resets, when it says none is left
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header, in either form (delta seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def quota_pause(headers: httpx.Headers) -> float | None:
+    """From RateLimit-Remaining / X-RateLimit-Remaining: seconds to pause when no request is left, else None."""
+    remaining = headers.get("ratelimit-remaining") or headers.get("x-ratelimit-remaining")
+    try:
+        if remaining is None or float(remaining) > 0:
+            return None
+    except ValueError:
+        return None
+    reset = headers.get("ratelimit-reset") or headers.get("x-ratelimit-reset")
+    try:
+        seconds = float(reset) if reset else 1.0
+    except ValueError:
+        return 1.0
+    # X-RateLimit-Reset is an epoch timestamp at some providers and a delta at others.
+    if seconds > 1e9:
+        seconds -= time.time()
+    return min(max(0.0, seconds), 3600.0)
 
 
 async def request_json(
@@ -41,34 +95,59 @@ async def request_json(
     body: Any = None,
     not_found: frozenset[int] = frozenset({404}),
     max_bytes: int = MAX_BODY_BYTES,
-) -> tuple[int, Any]:
-    """Send one request; return (status, parsed JSON) or (status, None) for a not-found status.
+    total_timeout: float | None = None,
+) -> JsonResponse:
+    """Send one request and read its JSON answer, within `total_timeout` seconds overall.
 
-    Raises TransientProviderError for timeouts, connection errors, 429 and 5xx, and
-    PermanentProviderError for other 4xx, oversized bodies and malformed JSON.
+    Raises RateLimitedError (429), TransientProviderError (timeouts, connection errors, 5xx, a body that
+    is not JSON), AuthProviderError (401/403) and PermanentProviderError (other 4xx, a body over the cap).
+    Messages name the host and status only: never the URL's query or headers, which may hold secrets.
     """
+    limit = total_timeout if total_timeout is not None else (client.timeout.read or 30.0)
+    host = httpx.URL(url).host
     try:
-        async with client.stream(method, url, params=params, headers=headers, json=body) as response:
-            status = response.status_code
-            if status in not_found:
-                return status, None
-            if status == 429 or status >= 500:
-                raise TransientProviderError(f"HTTP {status} from {response.url.host}", http_status=status)
-            if status >= 400:
-                raise PermanentProviderError(f"HTTP {status} from {response.url.host}", http_status=status)
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > max_bytes:
-                    raise PermanentProviderError(
-                        f"response body over {max_bytes // (1024 * 1024)} MB", http_status=status)
-                chunks.append(chunk)
+        with anyio.fail_after(limit):
+            return await _exchange(client, method, url, params, headers, body, not_found, max_bytes)
+    except TimeoutError:
+        raise TransientProviderError(f"no complete answer from {host} within {limit:g}s") from None
     except httpx.TimeoutException:
-        raise TransientProviderError(f"timed out after {client.timeout.read or 0:g}s") from None
+        raise TransientProviderError(f"timed out talking to {host}") from None
     except httpx.TransportError as exc:
-        raise TransientProviderError(f"connection failed: {type(exc).__name__}") from None
+        raise TransientProviderError(f"connection to {host} failed ({type(exc).__name__})") from None
+
+
+async def _exchange(client: httpx.AsyncClient, method: str, url: str, params: dict[str, str] | None,
+                    headers: dict[str, str] | None, body: Any, not_found: frozenset[int],
+                    max_bytes: int) -> JsonResponse:
+    async with client.stream(method, url, params=params, headers=headers, json=body) as response:
+        status = response.status_code
+        host = response.url.host
+        pause = quota_pause(response.headers)
+        if status in not_found:
+            return JsonResponse(status, None, pause)
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        if status == 429:
+            raise RateLimitedError(f"HTTP 429 (rate limited) from {host}", http_status=status,
+                                   retry_after=retry_after if retry_after is not None else pause)
+        if status >= 500:
+            raise TransientProviderError(f"HTTP {status} from {host}", http_status=status, retry_after=retry_after)
+        if status in (401, 403):
+            raise AuthProviderError(f"HTTP {status} from {host}: the key was rejected", http_status=status)
+        if status >= 400:
+            raise PermanentProviderError(f"HTTP {status} from {host}", http_status=status)
+        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type and not (content_type == "application/json" or content_type.endswith("+json")):
+            raise TransientProviderError(f"{host} answered {content_type}, not JSON", http_status=status)
+        chunks: list[bytes] = []
+        size = 0
+        # Counted after decompression, chunk by chunk: a gzip bomb stops at the cap, not at the end.
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > max_bytes:
+                raise PermanentProviderError(f"{host} sent a body over {max_bytes / 1048576:g} MB; "
+                                             "glaze does not read it", http_status=status)
+            chunks.append(chunk)
     try:
-        return status, json.loads(b"".join(chunks))
+        return JsonResponse(status, json.loads(b"".join(chunks)), pause)
     except ValueError:
-        raise PermanentProviderError("response is not valid JSON", http_status=status) from None
+        raise TransientProviderError(f"{host} answered malformed JSON", http_status=status) from None

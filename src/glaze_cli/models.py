@@ -90,6 +90,7 @@ class Answer:
     confidence: float = 1.0
     error: str | None = None
     http_status: int | None = None
+    pause: float | None = None  # the provider says its quota is spent for this many seconds (not cached)
 
     def to_json(self) -> dict[str, Any]:
         """The cache's JSON form."""

@@ -69,6 +69,8 @@ def enrich_summary(summary: Mapping[str, Any], console: Console) -> None:
             f"{summary['cells']:,} cells in {summary['duration_s']:.1f}s; calls: {calls}; "
             f"spend {summary['spend']:.2f}")
     console.print(line)
+    for warning in summary.get("warnings") or []:
+        console.print(Text(warning, style="yellow"))
     if summary.get("stop_reason") and summary.get("queued_left"):
         console.print(f"stopped by {summary['stop_reason']}: {summary['queued_left']:,} cells stay queued; "
                       "run the same command again to continue.")

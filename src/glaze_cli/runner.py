@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from glaze_cli.cache import ResponseCache, cache_key
-from glaze_cli.errors import ProviderError
-from glaze_cli.limits import ProviderLimiter, take
+from glaze_cli.errors import PermanentProviderError, ProviderError
+from glaze_cli.limits import ProviderGuard, take
 from glaze_cli.models import Answer, CallRecord, CellResult, ClaimedRow, Outcome, TaskStatus
 from glaze_cli.providers.base import Provider
 from glaze_cli.store import Store
@@ -65,6 +66,7 @@ class ProviderStats:
     cache_hits: int = 0
     errors: int = 0
     retries: int = 0
+    rate_limited: int = 0
     spend: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
 
@@ -89,6 +91,7 @@ class RunStats:
     fields: dict[str, dict[str, int]] = field(default_factory=dict)
     providers: dict[str, ProviderStats] = field(default_factory=dict)
     stop_reason: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def elapsed(self) -> float:
@@ -230,7 +233,8 @@ class Runner:
         self.writer = ResultWriter(gateway, options.job_id, options.flush_interval, options.flush_cells)
         self.cache_writer = CacheWriter(cache)
         global_slots = anyio.CapacityLimiter(options.concurrency) if options.concurrency else None
-        self.limiters = {name: ProviderLimiter(p.limits, global_slots) for name, p in plan.providers.items()}
+        self.guards = {name: ProviderGuard(name, p.limits, global_slots, p.secret_variables)
+                       for name, p in plan.providers.items()}
         self._inflight: dict[str, _Pending] = {}
         self._fresh: set[str] = set()
         self._batchers = {name: _Batcher(p) for name, p in plan.providers.items() if p.batch_size > 1}
@@ -416,51 +420,84 @@ class Runner:
                                             at=time.time()))
 
     async def _call(self, provider: Provider, inputs: Mapping[str, str]) -> Answer:
-        """Call the provider under its limits, retrying transient errors with jittered backoff."""
+        """Call the provider under its guard; transient errors are retried by tenacity with backoff."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(provider.limits.retries + 1),
+            wait=self._backoff,
+            retry=retry_if_exception(lambda exc: isinstance(exc, ProviderError) and exc.transient),
+            sleep=anyio.sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(provider, inputs, attempt.retry_state.attempt_number)
+        except ProviderError as exc:
+            return Answer(Outcome.ERROR, error=exc.message, http_status=exc.http_status)
+        raise AssertionError("unreachable")
+
+    def _backoff(self, state: RetryCallState) -> float:
+        """Exponential backoff with full jitter, or the provider's Retry-After when it says longer."""
+        jitter = self._random.uniform(0, min(10.0, 0.2 * 2 ** (state.attempt_number - 1)))
+        exc = state.outcome.exception() if state.outcome is not None else None
+        asked = exc.retry_after if isinstance(exc, ProviderError) and exc.retry_after else 0.0
+        return max(jitter, min(asked, 300.0))
+
+    async def _attempt(self, provider: Provider, inputs: Mapping[str, str], attempt: int) -> Answer:
+        """One attempt: admission (circuit, auth stop), a slot, the budget check, the call and its record."""
         stats = self.stats.providers[provider.name]
-        limiter = self.limiters[provider.name]
-        attempts = provider.limits.retries + 1
-        for attempt in range(1, attempts + 1):
+        guard = self.guards[provider.name]
+        if self.stopping:
+            raise _StopRun
+        batcher = self._batchers.get(provider.name)
+        # A batch provider is local and answers a whole batch at once: no per-call slot.
+        async with guard.slot() if batcher is None else _no_slot():
             if self.stopping:
                 raise _StopRun
-            batcher = self._batchers.get(provider.name)
-            # A batch provider is local and answers a whole batch at once: no per-call slot.
-            async with limiter.slot() if batcher is None else _no_slot():
-                if self.stopping:
-                    raise _StopRun
-                budget = self.options.budget
-                if budget is not None and provider.cost and self.stats.spend + provider.cost > budget + 1e-12:
-                    self.stop("budget")
-                    raise _StopRun
-                self.stats.spend += provider.cost
-                stats.spend += provider.cost
-                stats.calls += 1
-                if attempt > 1:
-                    stats.retries += 1
-                started = time.perf_counter()
-                try:
-                    if batcher is not None:
-                        answer = await batcher.fetch(inputs)
-                    else:
-                        answer = await provider.fetch(inputs)
-                except ProviderError as exc:
-                    latency = (time.perf_counter() - started) * 1000
-                    stats.errors += 1
-                    stats.latencies_ms.append(latency)
-                    self.writer.add_call(CallRecord(provider.name, str(Outcome.ERROR), exc.http_status, latency,
-                                                    attempt, provider.cost, False, exc.message, time.time()))
-                    if not exc.transient or attempt == attempts:
-                        return Answer(Outcome.ERROR, error=exc.message, http_status=exc.http_status)
-                else:
-                    latency = (time.perf_counter() - started) * 1000
-                    stats.latencies_ms.append(latency)
-                    if provider.cached or provider.batch_size > 1 or provider.cost:
-                        self.writer.add_call(CallRecord(provider.name, str(answer.outcome), answer.http_status,
-                                                        latency, attempt, provider.cost, False, None, time.time()))
-                    return answer
-            # Exponential backoff with full jitter, outside the slot so others can use it.
-            await anyio.sleep(self._random.uniform(0, min(10.0, 0.2 * 2 ** (attempt - 1))))
-        raise AssertionError("unreachable")
+            # Checked once a slot is held: the provider may have been stopped while this call waited.
+            guard.admit()
+            budget = self.options.budget
+            if budget is not None and provider.cost and self.stats.spend + provider.cost > budget + 1e-12:
+                self.stop("budget")
+                raise _StopRun
+            self.stats.spend += provider.cost
+            stats.spend += provider.cost
+            stats.calls += 1
+            if attempt > 1:
+                stats.retries += 1
+            started = time.perf_counter()
+            try:
+                answer = await _fetch_safely(provider, batcher, inputs)
+            except ProviderError as exc:
+                latency = (time.perf_counter() - started) * 1000
+                stats.errors += 1
+                stats.latencies_ms.append(latency)
+                notice = guard.failed(exc)
+                if notice:
+                    self.stats.warnings.append(notice)
+                stats.rate_limited = guard.rate_limited
+                self.writer.add_call(CallRecord(provider.name, str(Outcome.ERROR), exc.http_status, latency,
+                                                attempt, provider.cost, False, exc.message, time.time()))
+                raise
+        latency = (time.perf_counter() - started) * 1000
+        stats.latencies_ms.append(latency)
+        guard.succeeded()
+        if answer.pause:
+            guard.pause(answer.pause)
+        if provider.cached or provider.batch_size > 1 or provider.cost:
+            self.writer.add_call(CallRecord(provider.name, str(answer.outcome), answer.http_status, latency,
+                                            attempt, provider.cost, False, None, time.time()))
+        return answer
+
+
+async def _fetch_safely(provider: Provider, batcher: _Batcher | None, inputs: Mapping[str, str]) -> Answer:
+    """The provider's answer; any other exception (a plugin's bug, say) fails the attempt, not the run."""
+    try:
+        return await (batcher.fetch(inputs) if batcher is not None else provider.fetch(inputs))
+    except ProviderError:
+        raise
+    except Exception as exc:
+        raise PermanentProviderError(f"provider {provider.name} failed: {type(exc).__name__}: {exc}") from exc
 
 
 @asynccontextmanager

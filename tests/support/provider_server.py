@@ -16,6 +16,7 @@ import random
 import signal
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,11 @@ class ProviderServer:
         jitter: float = 0.0,
         port: int = 0,
         host: str = "127.0.0.1",
+        *,
+        error_rate: float = 0.0,
+        malformed_rate: float = 0.0,
+        rate_limit: float | None = None,
+        seed: int | None = None,
     ) -> None:
         self._companies = {k.strip().lower(): dict(v) for k, v in (companies or {}).items()}
         self._latency, self._jitter = latency, jitter
@@ -73,6 +79,12 @@ class ProviderServer:
         self._script: deque[_Scripted] = deque()
         self._in_flight = 0
         self._max_in_flight = 0
+        # Fault injection on /v1/company: a share of 503s and of malformed JSON bodies, and a limit of
+        # `rate_limit` requests in any 1 s window, past which the server answers 429 with Retry-After.
+        self.error_rate, self.malformed_rate, self.rate_limit = error_rate, malformed_rate, rate_limit
+        self._random = random.Random(seed)
+        self._window: deque[float] = deque()
+        self.sent_429 = self.sent_503 = self.sent_malformed = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -214,6 +226,8 @@ class ProviderServer:
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
             scripted = self._script.popleft() if request.path == COMPANY_PATH and self._script else None
+            if scripted is None and request.path == COMPANY_PATH:
+                scripted = self._fault()
             delay = max(0.0, self._latency + random.uniform(-self._jitter, self._jitter))
         try:
             delay += scripted.delay if scripted else 0.0
@@ -225,6 +239,26 @@ class ProviderServer:
         finally:
             with self._lock:
                 self._in_flight -= 1
+
+    def _fault(self) -> _Scripted | None:
+        """Under the lock: an injected 429, 503 or malformed answer for this request, or None."""
+        now = time.monotonic()
+        if self.rate_limit:
+            while self._window and now - self._window[0] >= 1.0:
+                self._window.popleft()
+            if len(self._window) >= self.rate_limit:
+                self.sent_429 += 1
+                wait = max(0.0, 1.0 - (now - self._window[0]))
+                return _Scripted(429, {"error": "rate limited"}, {"Retry-After": f"{wait:.3f}"}, 0.0)
+            self._window.append(now)
+        roll = self._random.random()
+        if roll < self.error_rate:
+            self.sent_503 += 1
+            return _Scripted(503, {"error": "unavailable"}, {}, 0.0)
+        if roll < self.error_rate + self.malformed_rate:
+            self.sent_malformed += 1
+            return _Scripted(200, '{"company": {"industry": ', {"Content-Type": "application/json"}, 0.0)
+        return None
 
     async def _company(self, request: web.Request) -> web.Response:
         if request.method == "POST":
@@ -299,6 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--jitter", type=float, default=0.0)
     p.add_argument("--companies-from", metavar="CSV", help="CSV with a 'domain' column; other columns are facts")
     p.add_argument("--synthesize", type=int, default=0, metavar="N", help="add company{i}.example for i < N")
+    p.add_argument("--error-rate", type=float, default=0.0, help="share of /v1/company answers that are 503")
+    p.add_argument("--malformed-rate", type=float, default=0.0, help="share of answers with malformed JSON")
+    p.add_argument("--rate-limit", type=float, default=None, help="requests per 1 s window before 429s")
+    p.add_argument("--seed", type=int, default=None)
     args = p.parse_args(argv)
 
     companies = load_companies_csv(args.companies_from) if args.companies_from else {}
@@ -306,11 +344,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    with ProviderServer(companies, args.latency, args.jitter, args.port, args.host) as server:
+    with ProviderServer(companies, args.latency, args.jitter, args.port, args.host, error_rate=args.error_rate,
+                        malformed_rate=args.malformed_rate, rate_limit=args.rate_limit, seed=args.seed) as server:
         print(f"listening on {server.base_url}", flush=True)
         while not done.wait(0.5):
             pass
-    print(json.dumps({"requests": len(server.requests), "max_in_flight": server.max_in_flight}), flush=True)
+    print(json.dumps({"requests": len(server.requests), "max_in_flight": server.max_in_flight,
+                      "sent_429": server.sent_429, "sent_503": server.sent_503,
+                      "sent_malformed": server.sent_malformed}), flush=True)
     return 0
 
 

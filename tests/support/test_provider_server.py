@@ -143,7 +143,8 @@ def test_standalone_serves_until_sigterm(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0
-    assert json.loads(out.strip().splitlines()[-1]) == {"requests": 1, "max_in_flight": 1}
+    assert json.loads(out.strip().splitlines()[-1]) == {"requests": 1, "max_in_flight": 1, "sent_429": 0, "sent_503": 0,
+                                                          "sent_malformed": 0}
 
 
 def test_synthesized_companies_are_served() -> None:
@@ -152,3 +153,21 @@ def test_synthesized_companies_are_served() -> None:
     with ProviderServer(synthetic_companies(3)) as srv:
         r = httpx.get(srv.url(), params={"domain": "company2.example"})
     assert r.json()["company"]["website"] == "https://company2.example"
+
+
+def test_injected_faults() -> None:
+    """Fault shares produce 503s and malformed bodies, and the server counts what it sent."""
+    with ProviderServer({"a.example": {"industry": "X"}}, error_rate=0.3, malformed_rate=0.2, seed=1) as server:
+        responses = [httpx.get(f"{server.base_url}/v1/company", params={"domain": "a.example"}) for _ in range(60)]
+    assert [r.status_code for r in responses].count(503) == server.sent_503 > 0
+    assert sum(r.status_code == 200 and r.text.endswith(": ") for r in responses) == server.sent_malformed > 0
+
+
+def test_rate_limit_answers_429() -> None:
+    """Past `rate_limit` requests in a 1 s window the server answers 429 with a Retry-After."""
+    with ProviderServer({"a.example": {"industry": "X"}}, rate_limit=2) as server:
+        responses = [httpx.get(f"{server.base_url}/v1/company", params={"domain": "a.example"}) for _ in range(60)]
+    limited = [r for r in responses if r.status_code == 429]
+    # Over 2 per second for 60 requests: some 429s unless the requests took over 30 s.
+    assert len(limited) == server.sent_429 > 0
+    assert all(float(r.headers["retry-after"]) <= 1.0 for r in limited)

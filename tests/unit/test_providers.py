@@ -11,7 +11,7 @@ from glaze_cli.config import load_config
 from glaze_cli.models import Outcome
 from glaze_cli.providers import build_provider
 from glaze_cli.providers.base import fill, placeholders
-from glaze_cli.providers.builtin import builtin_providers, website_from
+from glaze_cli.providers.builtin import WEBSITE, website_from
 from glaze_cli.providers.simulated import simulated_value
 
 
@@ -59,11 +59,11 @@ def test_website_from(value: str, site: str | None) -> None:
 
 def test_website_builtin_uses_the_first_filled_column() -> None:
     """The built-in reads the first of its columns that has a value."""
-    provider = builtin_providers(["name", "email", "domain"])["builtin.website"]
+    provider = WEBSITE.create(["name", "email", "domain"])
     inputs = provider.input_values({"name": "x", "email": "a@b.io", "domain": ""})
     answer = anyio.run(provider.fetch, inputs)
     assert (answer.outcome, answer.values) == (Outcome.OK, {"website": "https://b.io"})
-    assert builtin_providers(["name"]) == {}
+    assert WEBSITE.create(["name"]) is None
 
 
 def test_simulated_values_are_deterministic() -> None:

@@ -1,0 +1,213 @@
+"""Sheet files: every format read as text, exact round trips, output paths, the formula guard, atomic writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from glaze_cli.errors import InputError, UsageError
+from glaze_cli.sheet import check_output, default_output, formula_guard, read_sheet, write_sheet
+
+SUFFIXES = [".csv", ".tsv", ".parquet", ".jsonl"]
+
+# Text that a type-guessing reader would change: leading zeros, number-, date- and null-like words, quoting.
+TRICKY = pl.DataFrame({
+    "id": ["00123", "0042", "7", "1e5", "-0", "1.50", "2024-01-01", "true", "NA", "null", "", None],
+    "name": ["Zürich Insurance", "Acme, Inc.", 'He said "hi"', "two\nlines", "tab\there", " padded ",
+             "Nestlé", "株式会社", "=SUM(A1)", "-x", "@x", "+x"],
+})
+
+
+def listing(folder: Path) -> list[str]:
+    """The file names in a folder, sorted."""
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_round_trip_is_exact(tmp_path: Path, suffix: str) -> None:
+    """Writing a text frame and reading it back gives the same frame: same columns, text, empties and nulls."""
+    path = tmp_path / f"sheet{suffix}"
+    write_sheet(TRICKY, path)
+    assert_frame_equal(read_sheet(path), TRICKY)
+
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("sheet.csv", "id,zip\n00123,01234\n"),
+    ("sheet.tsv", "id\tzip\n00123\t01234\n"),
+    ("sheet.jsonl", '{"id": "00123", "zip": "01234"}\n'),
+])
+def test_read_keeps_leading_zeros(tmp_path: Path, name: str, content: str) -> None:
+    """CSV, TSV and JSON Lines are read as text, so 00123 stays 00123."""
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    assert_frame_equal(read_sheet(path), pl.DataFrame({"id": ["00123"], "zip": ["01234"]}))
+
+
+def test_read_parquet_as_text(tmp_path: Path) -> None:
+    """Typed Parquet columns (text, integers, floats, booleans, nulls) come back as text."""
+    path = tmp_path / "sheet.parquet"
+    pl.DataFrame({"id": ["00123", "7"], "n": [1, 2], "x": [1.5, None], "ok": [True, False]}).write_parquet(path)
+    assert_frame_equal(read_sheet(path), pl.DataFrame(
+        {"id": ["00123", "7"], "n": ["1", "2"], "x": ["1.5", None], "ok": ["true", "false"]}))
+
+
+def test_read_jsonl_numbers_and_objects_as_text(tmp_path: Path) -> None:
+    """JSON Lines numbers become their text and nested values become JSON text."""
+    path = tmp_path / "sheet.jsonl"
+    path.write_text('{"id": 12, "tags": ["a", "b"], "meta": {"k": 1}}\n{"id": "00123", "tags": null, "meta": null}\n',
+                    encoding="utf-8")
+    assert_frame_equal(read_sheet(path), pl.DataFrame(
+        {"id": ["12", "00123"], "tags": ['["a", "b"]', None], "meta": ['{"k": 1}', None]}))
+
+
+def test_read_csv_with_crlf_and_bom(tmp_path: Path) -> None:
+    """A spreadsheet-exported CSV (UTF-8 BOM, CRLF line ends) reads with clean names and values."""
+    path = tmp_path / "sheet.csv"
+    path.write_bytes("\ufeffdomain,name\r\nacme.io,Acme\r\n".encode())
+    assert_frame_equal(read_sheet(path), pl.DataFrame({"domain": ["acme.io"], "name": ["Acme"]}))
+
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("sheet.csv", "name\nNestlé\n"),
+    ("sheet.jsonl", '{"name": "Nestlé"}\n'),
+])
+def test_read_latin1_with_encoding(tmp_path: Path, name: str, content: str) -> None:
+    """A latin-1 sheet reads correctly when its encoding is named."""
+    path = tmp_path / name
+    path.write_bytes(content.encode("latin-1"))
+    assert_frame_equal(read_sheet(path, "latin-1"), pl.DataFrame({"name": ["Nestlé"]}))
+
+
+def test_not_utf8_without_encoding_suggests_encoding(tmp_path: Path) -> None:
+    """A non-UTF-8 sheet read without an encoding is a usage error (exit 2) naming the file, line and --encoding."""
+    path = tmp_path / "sheet.csv"
+    path.write_bytes("name\nNestlé\n".encode("latin-1"))
+    with pytest.raises(UsageError) as caught:
+        read_sheet(path)
+    message = caught.value.message
+    assert (caught.value.exit_code, message.startswith(f"{path}: line 2 "), "--encoding latin-1" in message) == (
+        2, True, True), message
+
+
+def test_unknown_encoding_is_a_usage_error(tmp_path: Path) -> None:
+    """An encoding name Python does not know is a usage error naming --encoding."""
+    path = tmp_path / "sheet.csv"
+    path.write_text("name\nAcme\n", encoding="utf-8")
+    with pytest.raises(UsageError) as caught:
+        read_sheet(path, "klingon-8")
+    assert caught.value.message.startswith("--encoding klingon-8: unknown encoding")
+
+
+@pytest.mark.parametrize(("content", "fragment"), [
+    pytest.param("domain,Domain\nacme.io,x\n", "duplicate column names ['domain']", id="duplicate names"),
+    pytest.param("domain,\nacme.io,x\n", "header of column 2 is blank", id="blank name"),
+    pytest.param("domain,name\n", "the sheet has no rows", id="header only"),
+    pytest.param("", "the file is empty", id="empty file"),
+])
+def test_unusable_sheet_is_an_input_error(tmp_path: Path, content: str, fragment: str) -> None:
+    """A sheet glaze cannot use is an InputError (exit 2) naming the file and the problem."""
+    path = tmp_path / "sheet.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        read_sheet(path)
+    assert (caught.value.exit_code, caught.value.message.startswith(f"{path}: "), fragment in caught.value.message) \
+        == (2, True, True), caught.value.message
+
+
+@pytest.mark.parametrize(("sheet", "output"), [
+    ("companies.csv", "companies.enriched.csv"),
+    ("companies.tsv", "companies.enriched.tsv"),
+    ("companies.parquet", "companies.enriched.parquet"),
+    ("companies.jsonl", "companies.enriched.jsonl"),
+    ("leads.v2.csv", "leads.v2.enriched.csv"),
+])
+def test_default_output_is_stem_enriched_suffix(tmp_path: Path, sheet: str, output: str) -> None:
+    """The default output is STEM.enriched.SUFFIX beside the sheet."""
+    assert default_output(tmp_path / "in" / sheet) == tmp_path / "in" / output
+
+
+def test_check_output_accepts_another_file(tmp_path: Path) -> None:
+    """An output beside the sheet with a known format is accepted."""
+    sheet = tmp_path / "companies.csv"
+    sheet.write_text("domain\nacme.io\n", encoding="utf-8")
+    assert check_output(tmp_path / "companies.enriched.parquet", sheet) is None
+
+
+@pytest.mark.parametrize("spelling", ["same", "dotted", "symlink"])
+def test_check_output_refuses_the_input(tmp_path: Path, spelling: str) -> None:
+    """Writing over the input sheet, however the path is spelt, is a usage error (exit 2)."""
+    sheet = tmp_path / "companies.csv"
+    sheet.write_text("domain\nacme.io\n", encoding="utf-8")
+    output = {"same": sheet, "dotted": tmp_path / "." / "sub" / ".." / "companies.csv",
+              "symlink": tmp_path / "link.csv"}[spelling]
+    if spelling == "symlink":
+        output.symlink_to(sheet)
+    with pytest.raises(UsageError) as caught:
+        check_output(output, sheet)
+    assert (caught.value.exit_code, caught.value.message) == (
+        2, f"-o {output}: that is the input sheet; glaze never writes over its input")
+
+
+def test_check_output_refuses_unknown_format(tmp_path: Path) -> None:
+    """An output suffix glaze cannot write is an InputError (exit 2) listing the known ones."""
+    with pytest.raises(InputError) as caught:
+        check_output(tmp_path / "out.xlsx", tmp_path / "in.csv")
+    assert (caught.value.exit_code, caught.value.message.startswith(f"{tmp_path / 'out.xlsx'}: unknown sheet format")
+            ) == (2, True)
+
+
+def test_formula_guard_quotes_formula_like_text() -> None:
+    """Text starting with = + - @ tab or CR gets a leading quote; numbers, plain text and nulls stay."""
+    frame = pl.DataFrame({"f": ["=SUM(A1)", "+x", "-x", "@x", "\tx", "\rx", "-", "=1",
+                                "-12.5", "+3", "-1e5", "-.5", "12", "plain", "a=b", "", None]})
+    assert_frame_equal(formula_guard(frame, ["f"]), pl.DataFrame(
+        {"f": ["'=SUM(A1)", "'+x", "'-x", "'@x", "'\tx", "'\rx", "'-", "'=1",
+               "-12.5", "+3", "-1e5", "-.5", "12", "plain", "a=b", "", None]}))
+
+
+def test_formula_guard_leaves_other_columns() -> None:
+    """Only the guarded columns change; the sheet's own columns keep their values."""
+    frame = pl.DataFrame({"domain": ["=own"], "industry": ["=HYPERLINK(x)"]})
+    assert_frame_equal(formula_guard(frame, ["industry"]),
+                       pl.DataFrame({"domain": ["=own"], "industry": ["'=HYPERLINK(x)"]}))
+
+
+@pytest.mark.parametrize(("suffix", "expected"), [
+    (".csv", "'=SUM(A1)"), (".tsv", "'=SUM(A1)"), (".parquet", "=SUM(A1)"), (".jsonl", "=SUM(A1)"),
+])
+def test_write_guards_only_spreadsheet_text_formats(tmp_path: Path, suffix: str, expected: str) -> None:
+    """write_sheet applies the guard to CSV and TSV, where spreadsheets run formulas, and not to Parquet or JSONL."""
+    path = tmp_path / f"out{suffix}"
+    write_sheet(pl.DataFrame({"domain": ["=own"], "industry": ["=SUM(A1)"]}), path, guard_columns=["industry"])
+    assert_frame_equal(read_sheet(path), pl.DataFrame({"domain": ["=own"], "industry": [expected]}))
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_write_leaves_no_temporary_file(tmp_path: Path, suffix: str) -> None:
+    """After writing (also over an existing output) the folder holds only the output file."""
+    path = tmp_path / f"out{suffix}"
+    write_sheet(pl.DataFrame({"a": ["1"]}), path)
+    write_sheet(pl.DataFrame({"a": ["2"]}), path)
+    assert (listing(tmp_path), read_sheet(path)["a"].to_list()) == ([path.name], ["2"])
+
+
+def test_failed_write_keeps_the_old_output(tmp_path: Path) -> None:
+    """A write that fails midway leaves the previous output untouched and no temporary file."""
+    path = tmp_path / "out.csv"
+    path.write_text("a\nold\n", encoding="utf-8")
+    unwritable = pl.DataFrame({"a": [["nested", "list"]]})  # CSV cannot hold a list column
+    with pytest.raises(Exception):  # noqa: B017 - whatever polars raises; the files are what matter
+        write_sheet(unwritable, path)
+    assert (listing(tmp_path), path.read_text(encoding="utf-8")) == (["out.csv"], "a\nold\n")
+
+
+def test_write_jsonl_is_one_object_per_row(tmp_path: Path) -> None:
+    """JSON Lines output holds one JSON object per row, nulls included, in column order."""
+    path = tmp_path / "out.jsonl"
+    write_sheet(pl.DataFrame({"id": ["00123", "7"], "v": ["x", None]}), path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == [{"id": "00123", "v": "x"}, {"id": "7", "v": None}]
