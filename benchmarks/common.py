@@ -50,23 +50,36 @@ def run_glaze(args: Sequence[str], cwd: Path, env: dict[str, str] | None = None)
     return GlazeRun(wall, cpu, after.ru_maxrss / 1024, json.loads(proc.stdout))
 
 
+@dataclass
+class ServerProcess:
+    """The loopback provider running in its own process; `summary` is filled when it stops."""
+
+    base_url: str
+    summary: dict[str, Any]
+
+
 @contextmanager
-def provider_server(latency: float, jitter: float, synthesize: int) -> Iterator[str]:
-    """The loopback provider from tests/support in its own process; yields its base URL."""
+def provider_server(latency: float, jitter: float, synthesize: int, *extra: str) -> Iterator[ServerProcess]:
+    """The loopback provider from tests/support in its own process (extra: more of its command-line flags)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.support.provider_server", "--port", "0", "--latency", str(latency),
-         "--jitter", str(jitter), "--synthesize", str(synthesize)],
+         "--jitter", str(jitter), "--synthesize", str(synthesize), *extra],
         cwd=REPO, stdout=subprocess.PIPE, text=True,
     )
+    server = ServerProcess("", {})
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
         if not line.startswith("listening on "):
             raise SystemExit(f"provider server did not start: {line!r}")
-        yield line.removeprefix("listening on ")
+        server.base_url = line.removeprefix("listening on ")
+        yield server
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        out, _ = proc.communicate(timeout=10)
+        lines = [x for x in (out or "").splitlines() if x.startswith("{")]
+        if lines:
+            server.summary.update(json.loads(lines[-1]))
 
 
 def median(values: Sequence[float]) -> float:

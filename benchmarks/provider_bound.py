@@ -34,10 +34,11 @@ def main() -> None:
     args = parser.parse_args()
     bound = args.rows * args.latency / args.concurrency
     with tempfile.TemporaryDirectory(prefix="glaze-bench-") as tmp, \
-            provider_server(args.latency, 0.0, args.rows) as base:
+            provider_server(args.latency, 0.0, args.rows) as server:
         root = Path(tmp)
         write_sheet(root / "sheet.csv", args.rows)
-        (root / "glaze.toml").write_text(CONFIG.format(base=base, concurrency=args.concurrency), encoding="utf-8")
+        config = CONFIG.format(base=server.base_url, concurrency=args.concurrency)
+        (root / "glaze.toml").write_text(config, encoding="utf-8")
         walls, fills, cpus = [], [], []
         for _ in range(args.repeat):
             shutil.rmtree(root / ".glaze", ignore_errors=True)

@@ -63,7 +63,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     n, c = args.requests, args.connections
-    with provider_server(0.0, 0.0, 100) as base:
+    with provider_server(0.0, 0.0, 100) as server:
+        base = server.base_url
         contenders: dict[str, Callable[[], Awaitable[None]]] = {
             "httpx (own pool)": lambda: httpx_client(None, base, n, c),
             "httpx + httpx-aiohttp (glaze)": lambda: httpx_client(

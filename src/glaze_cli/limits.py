@@ -116,7 +116,9 @@ class ProviderGuard:
             self.window = max(1.0, self.window / 2)
             self._slots.total_tokens = max(1, int(self.window))
             self.pause(error.retry_after if error.retry_after is not None else 1.0)
-        elif error.retry_after:
+            # Flow control, not ill health: the window and the pause handle it, the breaker does not count it.
+            return None
+        if error.retry_after:
             self.pause(error.retry_after)
         if isinstance(error, ProviderUnavailable):
             return None

@@ -71,3 +71,11 @@ def test_rejected_keys_stop_the_provider_once() -> None:
         "provider acme stopped for this run: its key was rejected 3 times (HTTP 401); check ACME_KEY"]
     with pytest.raises(ProviderUnavailable, match="stopped for this run"):
         g.admit()
+
+
+def test_429s_do_not_open_the_circuit() -> None:
+    """Rate limiting is flow control: any number of 429s leaves the circuit closed."""
+    g = guard()
+    for _ in range(BREAKER_THRESHOLD * 3):
+        g.failed(RateLimitedError("429", http_status=429, retry_after=0.0))
+    assert (g.state, g.failures_in_a_row, g.window) == (CircuitState.CLOSED, 0, 1.0)
