@@ -91,6 +91,7 @@ class Answer:
     error: str | None = None
     http_status: int | None = None
     pause: float | None = None  # the provider says its quota is spent for this many seconds (not cached)
+    cost: float | None = None  # what this call cost, when the provider prices calls itself (tokens); not cached
 
     def to_json(self) -> dict[str, Any]:
         """The cache's JSON form."""

@@ -67,6 +67,8 @@ class ProviderStats:
     errors: int = 0
     retries: int = 0
     rate_limited: int = 0
+    priced_calls: int = 0  # calls whose answer stated its own cost (token-priced LLMs)
+    priced_spend: float = 0.0
     spend: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
 
@@ -457,11 +459,14 @@ class Runner:
             # Checked once a slot is held: the provider may have been stopped while this call waited.
             guard.admit()
             budget = self.options.budget
-            if budget is not None and provider.cost and self.stats.spend + provider.cost > budget + 1e-12:
+            # A call is charged its expected cost up front (the configured cost, or the mean of priced calls so
+            # far) so no call starts past the budget; the actual cost, when the answer states one, replaces it.
+            expected = max(provider.cost, stats.priced_spend / stats.priced_calls if stats.priced_calls else 0.0)
+            if budget is not None and expected and self.stats.spend + expected > budget + 1e-12:
                 self.stop("budget")
                 raise _StopRun
-            self.stats.spend += provider.cost
-            stats.spend += provider.cost
+            self.stats.spend += expected
+            stats.spend += expected
             stats.calls += 1
             if attempt > 1:
                 stats.retries += 1
@@ -477,16 +482,23 @@ class Runner:
                     self.stats.warnings.append(notice)
                 stats.rate_limited = guard.rate_limited
                 self.writer.add_call(CallRecord(provider.name, str(Outcome.ERROR), exc.http_status, latency,
-                                                attempt, provider.cost, False, exc.message, time.time()))
+                                                attempt, expected, False, exc.message, time.time()))
                 raise
         latency = (time.perf_counter() - started) * 1000
         stats.latencies_ms.append(latency)
         guard.succeeded()
         if answer.pause:
             guard.pause(answer.pause)
-        if provider.cached or provider.batch_size > 1 or provider.cost:
+        cost = expected
+        if answer.cost is not None:
+            cost = answer.cost
+            self.stats.spend += cost - expected
+            stats.spend += cost - expected
+            stats.priced_calls += 1
+            stats.priced_spend += cost
+        if provider.cached or provider.batch_size > 1 or cost:
             self.writer.add_call(CallRecord(provider.name, str(answer.outcome), answer.http_status, latency,
-                                            attempt, provider.cost, False, None, time.time()))
+                                            attempt, cost, False, None, time.time()))
         return answer
 
 
