@@ -111,8 +111,14 @@ def enrich(
         wait=_duration("--wait", wait) or 0.0, encoding=encoding, formula_guard=formula_guard,
         metrics_file=metrics_file, argv=tuple(sys.argv[1:]),
     )
-    show = progress if progress is not None else (stderr.is_terminal and not quiet and not as_json)
-    summary = service.enrich(request, (lambda stats: render.live_progress(stats, stderr)) if show else None)
+    live = progress if progress is not None else (stderr.is_terminal and not quiet and not as_json)
+    if live:
+        summary = service.enrich(request, lambda stats: render.live_progress(stats, stderr))
+    elif not quiet and not as_json:
+        every = float(os.environ.get("GLAZE_LOG_EVERY", "10"))
+        summary = service.enrich(request, lambda stats: render.log_progress(stats, stderr, every))
+    else:
+        summary = service.enrich(request)
     if as_json:
         _print_json(summary.to_json())
     elif not quiet:

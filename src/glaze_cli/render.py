@@ -5,8 +5,10 @@ providers. Takes plain data; opens no files and makes no calls of its own.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console, Group
@@ -56,6 +58,33 @@ def live_progress(stats: RunStats, console: Console) -> Iterator[None]:
         yield
 
 
+def progress_line(stats: RunStats) -> str:
+    """One plain log line: time, cells finished of the total, rate, failures, spend."""
+    finished = stats.done + stats.failed
+    stamp = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return (f"{stamp} glaze: {finished:,}/{stats.total:,} cells, {_rate(finished, stats.elapsed)}, "
+            f"{stats.failed:,} failed, spend {stats.spend:.2f}")
+
+
+@contextmanager
+def log_progress(stats: RunStats, console: Console, every: float = 10.0) -> Iterator[None]:
+    """For cron and pipes: a plain line every `every` s and one at the end, from a background thread."""
+    done = threading.Event()
+
+    def report() -> None:
+        while not done.wait(every):
+            console.print(progress_line(stats), markup=False, highlight=False)
+
+    thread = threading.Thread(target=report, name="glaze-progress-log", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        console.print(progress_line(stats), markup=False, highlight=False)
+
+
 def enrich_summary(summary: Mapping[str, Any], console: Console) -> None:
     """The closing lines of `glaze enrich`."""
     if summary.get("dry_run") is not None:
@@ -87,6 +116,11 @@ def _pairs(counts: Mapping[str, int]) -> str:
 
 def status_tables(report: Mapping[str, Any], console: Console) -> None:
     """`glaze status` as text: one block per sheet."""
+    live = report.get("live")
+    if live:
+        console.print(Text(f"live: glaze pid {live['pid']} is running job {live['job_id']}; "
+                           f"{live['done'] + live['failed']:,}/{live['cells']:,} cells of this run finished; "
+                           f"figures from {live.get('age_s', 0):.0f}s ago", style="bold green"))
     if not report["sheets"]:
         console.print("no sheets loaded in this workspace yet")
     for sheet in report["sheets"]:

@@ -4,6 +4,7 @@ cache and runner together. The CLI calls one function here and renders what it r
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -19,8 +20,8 @@ import polars as pl
 
 from glaze_cli.cache import ResponseCache, cache_key
 from glaze_cli.config import Config, FieldConfig, find_config, load_config
-from glaze_cli.errors import ConfigError, InputError, UsageError
-from glaze_cli.metrics import render_metrics, write_metrics
+from glaze_cli.errors import ConfigError, InputError, UsageError, WorkspaceBusy
+from glaze_cli.metrics import render_metrics, write_metrics, write_text_atomically
 from glaze_cli.models import Outcome
 from glaze_cli.providers import Provider, registry
 from glaze_cli.runner import Plan, Runner, RunOptions, RunStats, Step, StoreGateway
@@ -193,7 +194,8 @@ def enrich(req: EnrichRequest, progress: ProgressFactory | None = None) -> Enric
     workspace = open_workspace(req.workspace)
     workspace.acquire(req.wait)
     try:
-        with Store(workspace.db_path) as store:
+        # status/export/reconcile hold the file only briefly: a run waits a few seconds for them.
+        with Store(workspace.db_path, wait=max(5.0, req.wait)) as store:
             store.requeue_running()
             report = store.load_sheet(req.sheet, frame, key)
             sheet_id = report.sheet.sheet_id
@@ -212,7 +214,7 @@ def enrich(req: EnrichRequest, progress: ProgressFactory | None = None) -> Enric
                     summary.dry_run = _dry_run(store, cache, plan, config)
                     summary.cells = summary.dry_run["cells"]
                 else:
-                    _run(store, cache, plan, req, summary, progress)
+                    _run(store, cache, plan, req, summary, progress, workspace)
                     sheet = store.find_sheet(str(req.sheet))
                     assert sheet is not None
                     write_sheet(store.export_frame(sheet), output,
@@ -233,7 +235,7 @@ def enrich(req: EnrichRequest, progress: ProgressFactory | None = None) -> Enric
 
 
 def _run(store: Store, cache: ResponseCache, plan: Plan, req: EnrichRequest, summary: EnrichSummary,
-         progress: ProgressFactory | None) -> None:
+         progress: ProgressFactory | None, workspace: Workspace) -> None:
     job_id = uuid.uuid4().hex[:12]
     queued = store.cell_counts(plan.sheet_id, plan.fields, plan.max_row_index)["queued"]
     store.start_job(job_id, plan.sheet_id, plan.fields, queued, req.argv)
@@ -245,13 +247,15 @@ def _run(store: Store, cache: ResponseCache, plan: Plan, req: EnrichRequest, sum
     runners: list[Runner] = []
 
     async def main() -> None:
-        runner = Runner(StoreGateway(store), cache, plan, options, stats)
+        gateway = StoreGateway(store)
+        runner = Runner(gateway, cache, plan, options, stats)
         runners.append(runner)
         for provider in plan.providers.values():
             await provider.start()
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_watch_signals, runner, received, options.grace)
+                tg.start_soon(_publish, gateway, plan, stats, job_id, workspace, req.metrics_file)
                 with progress(stats) if progress else nullcontext():
                     await runner.run()
                 tg.cancel_scope.cancel()
@@ -259,6 +263,7 @@ def _run(store: Store, cache: ResponseCache, plan: Plan, req: EnrichRequest, sum
             with anyio.CancelScope(shield=True):
                 for provider in plan.providers.values():
                     await provider.close()
+            workspace.snapshot_path.unlink(missing_ok=True)
 
     fill_started = time.monotonic()
     anyio.run(main, backend="asyncio")
@@ -284,6 +289,34 @@ def _run(store: Store, cache: ResponseCache, plan: Plan, req: EnrichRequest, sum
         summary.exit_code = EXIT_FAILED_CELLS
     else:
         summary.exit_code = EXIT_OK
+
+
+PUBLISH_EVERY = 1.0
+
+
+def _all_status(store: Store) -> tuple[list[SheetInfo], list[dict[str, Any]]]:
+    infos = store.sheets()
+    return infos, [store.status(s) for s in infos]
+
+
+async def _publish(gateway: StoreGateway, plan: Plan, stats: RunStats, job_id: str, workspace: Workspace,
+                   metrics_file: Path | None) -> None:
+    """Every second: the status snapshot `glaze status` reads during the run, and the metrics file."""
+    store = gateway.store
+    while True:
+        infos, sheets = await gateway.call(_all_status, store)
+        live = {"pid": os.getpid(), "job_id": job_id, "sheet_id": plan.sheet_id, "updated_at": time.time(),
+                "elapsed_s": round(stats.elapsed, 3), "cells": stats.total, "done": stats.done,
+                "failed": stats.failed, "filled": stats.filled, "spend": round(stats.spend, 6)}
+        write_text_atomically(workspace.snapshot_path, json.dumps({"sheets": sheets, "live": live}, default=str))
+        if metrics_file is not None:
+            current = next((s for s, info in zip(sheets, infos, strict=True) if info.sheet_id == plan.sheet_id), None)
+            if current is not None:
+                run = {"calls": {n: p.calls for n, p in stats.providers.items()},
+                       "cache_hits": {n: p.cache_hits for n, p in stats.providers.items()},
+                       "spend": stats.spend, "duration_s": stats.elapsed, "exit_code": None}
+                write_metrics(metrics_file, render_metrics(current["name"], current, run, None))
+        await anyio.sleep(PUBLISH_EVERY)
 
 
 async def _watch_signals(runner: Runner, received: list[int], grace: float) -> None:
@@ -351,9 +384,34 @@ def _sheets(store: Store, sheet: Path | None) -> list[SheetInfo]:
 
 
 def status(sheet: Path | None, workspace: Path | None) -> dict[str, Any]:
-    """The spec's `glaze status --json` object."""
-    with _open_store(workspace) as store:
-        return {"sheets": [store.status(s) for s in _sheets(store, sheet)]}
+    """The spec's `glaze status --json` object; during a run, the snapshot the run publishes (with "live")."""
+    try:
+        with _open_store(workspace) as store:
+            return {"sheets": [store.status(s) for s in _sheets(store, sheet)]}
+    except WorkspaceBusy:
+        snapshot = _read_snapshot(open_workspace(workspace))
+        if snapshot is None:
+            raise
+    if sheet is not None:
+        wanted = {str(sheet.resolve()), str(sheet)}
+        snapshot["sheets"] = [s for s in snapshot["sheets"] if s["path"] in wanted or s["name"] in wanted]
+        if not snapshot["sheets"]:
+            raise UsageError(f"{sheet}: this sheet has not been loaded in this workspace; run glaze enrich on it first")
+    return snapshot
+
+
+def _read_snapshot(ws: Workspace) -> dict[str, Any] | None:
+    """What a running `glaze enrich` last published, if it is there and fresh."""
+    try:
+        snapshot = json.loads(ws.snapshot_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    live = snapshot.get("live") or {}
+    age = time.time() - float(live.get("updated_at", 0))
+    if age > 30 * PUBLISH_EVERY:
+        return None
+    live["age_s"] = round(age, 1)
+    return snapshot
 
 
 def status_rows(sheet: Path | None, workspace: Path | None, state: str | None) -> dict[str, list[dict[str, Any]]]:

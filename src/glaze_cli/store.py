@@ -98,17 +98,23 @@ class Drift:
 class Store:
     """The workspace's DuckDB file; one instance per process, used by one thread at a time."""
 
-    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False, wait: float = 0.0) -> None:
+        """Open (and migrate) the file; `wait` s of retries when another process has it open briefly."""
         self.path = path
-        try:
-            self.con = duckdb.connect(str(path), read_only=read_only)
-        except duckdb.IOException as exc:
-            if "lock" in str(exc).lower():
-                raise WorkspaceBusy(
-                    f"workspace {path.parent} is busy: another process has {path.name} open; "
-                    "wait for it to finish or pass --wait"
-                ) from None
-            raise StateError(f"{path}: cannot open the state file ({exc})") from None
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self.con = duckdb.connect(str(path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise StateError(f"{path}: cannot open the state file ({exc})") from None
+                if time.monotonic() >= deadline:
+                    raise WorkspaceBusy(
+                        f"workspace {path.parent} is busy: another process has {path.name} open; "
+                        "wait for it to finish or pass --wait"
+                    ) from None
+                time.sleep(0.1)
         if not read_only:
             self._migrate()
 

@@ -39,6 +39,11 @@ class Workspace:
         """The provider response cache folder."""
         return self.root / "cache"
 
+    @property
+    def snapshot_path(self) -> Path:
+        """What a running `glaze enrich` publishes for `glaze status` (DuckDB lets only one process in)."""
+        return self.root / "status.json"
+
     def create(self) -> None:
         """Make the folder, readable by its owner only."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
