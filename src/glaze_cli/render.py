@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -25,25 +26,62 @@ def _rate(count: int, seconds: float) -> str:
     return f"{count / seconds:,.0f}/s" if seconds > 0 else "-"
 
 
+MAX_TABLE_ROWS = 6  # fields or providers shown before "+N more", so the view fits 24 lines
+
+
+def _bar(fraction: float, width: int = 20) -> str:
+    filled = max(0, min(width, round(fraction * width)))
+    return "█" * filled + "░" * (width - filled)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _table(*columns: str) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False, padding=(0, 1))
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right", no_wrap=True,
+                         overflow="ellipsis", max_width=14 if i == 0 else None)
+    return table
+
+
 def progress_view(stats: RunStats) -> Group:
-    """One frame of the live display: overall progress and one line per provider."""
+    """One frame of the live display: overall bar, rows, fields and providers; fits 80 columns and 24 lines."""
     finished = stats.done + stats.failed
     elapsed = stats.elapsed
     left = max(0, stats.total - finished)
-    eta = f"{left / (finished / elapsed):,.0f}s" if finished and elapsed > 0 else "-"
-    pct = 100.0 * finished / stats.total if stats.total else 100.0
+    eta = _duration(left / (finished / elapsed)) if finished and elapsed > 0 else "-"
+    fraction = finished / stats.total if stats.total else 1.0
     head = Text.assemble(
-        ("glaze ", "bold"), f"{finished:,}/{stats.total:,} cells {pct:.1f}%  eta {eta}  {_rate(finished, elapsed)}\n",
-        ("done ", "green"), f"{stats.done:,}  ", ("failed ", "red"), f"{stats.failed:,}  ",
-        f"filled {stats.filled:,}  spend {stats.spend:.2f}",
+        ("glaze ", "bold"), (_bar(fraction), "green"),
+        f" {finished:,}/{stats.total:,} cells {100 * fraction:.1f}%  {_rate(finished, elapsed)}  eta {eta}",
+        no_wrap=True, overflow="ellipsis",
     )
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("provider", "calls", "cache hits", "errors", "retries", "p50 ms", "p95 ms"):
-        table.add_column(column, justify="left" if column == "provider" else "right")
-    for name, p in stats.providers.items():
-        table.add_row(name, f"{p.calls:,}", f"{p.cache_hits:,}", f"{p.errors:,}", f"{p.retries:,}",
-                      f"{p.quantile(0.5):.0f}", f"{p.quantile(0.95):.0f}")
-    return Group(head, table)
+    parts = [f"{state} {stats.rows.get(state, 0):,}" for state in ("queued", "running", "done", "failed", "ambiguous")]
+    if stats.budget is not None:
+        parts.append(f"budget left {max(0.0, stats.budget - stats.spend):.2f}")
+    if stats.deadline is not None:
+        parts.append(f"time left {_duration(stats.deadline - time.monotonic())}")
+    rows = Text("rows  " + "  ".join(parts), no_wrap=True, overflow="ellipsis")
+    fields = _table("field", "done", "filled", "failed")
+    for name, f in list(stats.fields.items())[:MAX_TABLE_ROWS]:
+        share = f"{100 * f['filled'] / f['done']:.0f}%" if f["done"] else "-"
+        fields.add_row(name, f"{f['done']:,}/{stats.field_totals.get(name, 0):,}", share, f"{f['failed']:,}")
+    providers = _table("provider", "flight", "calls", "hits", "p50", "p95", "err", "429", "retry", "spend",
+                       "circuit")
+    for name, p in list(stats.providers.items())[:MAX_TABLE_ROWS]:
+        providers.add_row(name, f"{p.in_flight}/{p.window}", f"{p.calls:,}", f"{p.cache_hits:,}",
+                          f"{p.quantile(0.5):.0f}", f"{p.quantile(0.95):.0f}", f"{p.errors:,}", f"{p.rate_limited:,}",
+                          f"{p.retries:,}", f"{p.spend:.2f}", p.circuit)
+    more = []
+    for what, items in (("fields", stats.fields), ("providers", stats.providers)):
+        if len(items) > MAX_TABLE_ROWS:
+            more.append(Text(f"+{len(items) - MAX_TABLE_ROWS} more {what}", style="dim"))
+    return Group(head, rows, fields, providers, *more)
 
 
 @contextmanager

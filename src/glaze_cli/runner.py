@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -69,12 +70,15 @@ class ProviderStats:
     rate_limited: int = 0
     priced_calls: int = 0  # calls whose answer stated its own cost (token-priced LLMs)
     priced_spend: float = 0.0
+    in_flight: int = 0
+    window: int = 0  # calls allowed in flight now (shrinks after 429s)
+    circuit: str = "closed"
     spend: float = 0.0
-    latencies_ms: list[float] = field(default_factory=list)
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=2000))  # the most recent calls
 
     def quantile(self, q: float) -> float:
         """A latency quantile over the most recent calls, in ms."""
-        recent = sorted(self.latencies_ms[-2000:])
+        recent = sorted(self.latencies_ms)
         if not recent:
             return 0.0
         return recent[min(len(recent) - 1, int(math.ceil(q * len(recent))) - 1)]
@@ -94,6 +98,10 @@ class RunStats:
     providers: dict[str, ProviderStats] = field(default_factory=dict)
     stop_reason: str | None = None
     warnings: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)  # row status counts, refreshed by the status publisher
+    field_totals: dict[str, int] = field(default_factory=dict)  # cells of each field this run set out to fill
+    budget: float | None = None
+    deadline: float | None = None  # time.monotonic() value of --max-runtime
 
     @property
     def elapsed(self) -> float:
@@ -250,7 +258,8 @@ class Runner:
         self._watch_scope = anyio.CancelScope()
         self._random = random.Random()
         for name, provider in plan.providers.items():
-            stats.providers.setdefault(name, ProviderStats(limit=provider.limits.concurrency))
+            stats.providers.setdefault(name, ProviderStats(limit=provider.limits.concurrency,
+                                                           window=provider.limits.concurrency))
         for name in plan.fields:
             stats.fields.setdefault(name, {"done": 0, "failed": 0, "filled": 0})
 
@@ -471,6 +480,7 @@ class Runner:
             if attempt > 1:
                 stats.retries += 1
             started = time.perf_counter()
+            stats.in_flight += 1
             try:
                 answer = await _fetch_safely(provider, batcher, inputs)
             except ProviderError as exc:
@@ -481,12 +491,16 @@ class Runner:
                 if notice:
                     self.stats.warnings.append(notice)
                 stats.rate_limited = guard.rate_limited
+                stats.window, stats.circuit = int(guard.window), str(guard.state)
                 self.writer.add_call(CallRecord(provider.name, str(Outcome.ERROR), exc.http_status, latency,
                                                 attempt, expected, False, exc.message, time.time()))
                 raise
+            finally:
+                stats.in_flight -= 1
         latency = (time.perf_counter() - started) * 1000
         stats.latencies_ms.append(latency)
         guard.succeeded()
+        stats.window, stats.circuit = int(guard.window), str(guard.state)
         if answer.pause:
             guard.pause(answer.pause)
         cost = expected

@@ -240,8 +240,10 @@ def _run(store: Store, cache: ResponseCache, plan: Plan, req: EnrichRequest, sum
     queued = store.cell_counts(plan.sheet_id, plan.fields, plan.max_row_index)["queued"]
     store.start_job(job_id, plan.sheet_id, plan.fields, queued, req.argv)
     summary.job_id = job_id
-    stats = RunStats(total=queued)
     deadline = time.monotonic() + req.max_runtime if req.max_runtime else None
+    field_totals = {name: store.cell_counts(plan.sheet_id, [name], plan.max_row_index)["queued"]
+                    for name in plan.fields}
+    stats = RunStats(total=queued, field_totals=field_totals, budget=req.budget, deadline=deadline)
     options = RunOptions(job_id, req.concurrency, req.budget, deadline, req.refresh, grace=req.grace)
     received: list[int] = []
     runners: list[Runner] = []
@@ -305,17 +307,18 @@ async def _publish(gateway: StoreGateway, plan: Plan, stats: RunStats, job_id: s
     store = gateway.store
     while True:
         infos, sheets = await gateway.call(_all_status, store)
+        current = next((s for s, info in zip(sheets, infos, strict=True) if info.sheet_id == plan.sheet_id), None)
+        if current is not None:
+            stats.rows = dict(current["rows"])
         live = {"pid": os.getpid(), "job_id": job_id, "sheet_id": plan.sheet_id, "updated_at": time.time(),
                 "elapsed_s": round(stats.elapsed, 3), "cells": stats.total, "done": stats.done,
                 "failed": stats.failed, "filled": stats.filled, "spend": round(stats.spend, 6)}
         write_text_atomically(workspace.snapshot_path, json.dumps({"sheets": sheets, "live": live}, default=str))
-        if metrics_file is not None:
-            current = next((s for s, info in zip(sheets, infos, strict=True) if info.sheet_id == plan.sheet_id), None)
-            if current is not None:
-                run = {"calls": {n: p.calls for n, p in stats.providers.items()},
-                       "cache_hits": {n: p.cache_hits for n, p in stats.providers.items()},
-                       "spend": stats.spend, "duration_s": stats.elapsed, "exit_code": None}
-                write_metrics(metrics_file, render_metrics(current["name"], current, run, None))
+        if metrics_file is not None and current is not None:
+            run = {"calls": {n: p.calls for n, p in stats.providers.items()},
+                   "cache_hits": {n: p.cache_hits for n, p in stats.providers.items()},
+                   "spend": stats.spend, "duration_s": stats.elapsed, "exit_code": None}
+            write_metrics(metrics_file, render_metrics(current["name"], current, run, None))
         await anyio.sleep(PUBLISH_EVERY)
 
 

@@ -94,3 +94,35 @@ def test_quiet_and_json_print_no_progress(tmp_path: Path, provider_server: Provi
     stdout, stderr = run.communicate(timeout=60)
     assert (run.returncode, stderr) == (0, "")
     assert json.loads(stdout)["done"] == 40
+
+
+def test_live_display_under_a_terminal(tmp_path: Path, provider_server: ProviderServer) -> None:
+    """With stderr on a pseudo-terminal the live table is drawn and redrawn, ending complete."""
+    import os
+    import pty
+
+    provider_server.set_latency(0.05)
+    (tmp_path / "glaze.toml").write_text(CONFIG.format(base=provider_server.base_url))
+    (tmp_path / "s.csv").write_text("domain\n" + "".join(f"c{i}.example\n" for i in range(40)))
+    master, slave = pty.openpty()
+    env = glaze_env(tmp_path / ".glaze", COLUMNS="80", LINES="24", TERM="xterm")
+    proc = subprocess.Popen([sys.executable, "-m", "glaze_cli", "enrich", "s.csv", "--fields", "industry"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the terminal closed: the process is gone
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=60)
+    os.close(master)
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 0, screen
+    assert "\x1b[" in screen and "provider" in screen and "circuit" in screen
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
+    assert re.search(r"glaze [█░]+ 40/40 cells 100\.0%", plain)
+    assert "40 done (0 filled), 0 failed of 40 cells" in screen
