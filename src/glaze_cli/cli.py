@@ -200,7 +200,7 @@ def _cache_command(action: str, workspace: Path | None, as_json: bool) -> None:
     if as_json:
         _print_json(report)
     else:
-        render.key_values(report, stdout)
+        render.cache_report(report, stdout)
 
 
 @cache_app.command("stats")

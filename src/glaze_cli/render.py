@@ -167,21 +167,21 @@ def status_tables(report: Mapping[str, Any], console: Console) -> None:
         console.print("rows   " + "  ".join(f"{s} {rows[s]:,}" for s in ("total", *ROW_STATES)))
         console.print("tasks  " + "  ".join(f"{s} {tasks[s]:,}"
                                             for s in ("total", "queued", "running", "done", "failed", "filled")))
-        table = Table(box=None, pad_edge=False, header_style="bold")
-        for column in ("field", "done", "failed", "filled"):
-            table.add_column(column, justify="left" if column == "field" else "right")
+        fields = _table("field", "done", "failed", "filled", "fill rate")
         for name, f in sheet["fields"].items():
-            table.add_row(name, f"{f['done']:,}", f"{f['failed']:,}", f"{f['filled']:,}")
-        console.print(table)
+            total = f.get("total") or f["done"] + f["failed"]
+            rate = f["filled"] / total if total else 0.0
+            fields.add_row(name, f"{f['done']:,}", f"{f['failed']:,}", f"{f['filled']:,}",
+                           f"{_bar(rate, 10)} {100 * rate:3.0f}%")
+        console.print(fields)
         if sheet["providers"]:
-            ptable = Table(box=None, pad_edge=False, header_style="bold")
-            for column in ("provider", "calls", "cache_hits", "failures", "retries", "p50_ms", "p95_ms", "cost"):
-                ptable.add_column(column, justify="left" if column == "provider" else "right")
+            providers = _table("provider", "calls", "hits", "failures", "retries", "p50 ms", "p95 ms", "p99 ms",
+                               "spend")
             for name, p in sheet["providers"].items():
-                ptable.add_row(name, *(f"{p[c]:,}" if isinstance(p[c], int) else f"{p[c]:.2f}"
-                                       for c in ("calls", "cache_hits", "failures", "retries", "p50_ms", "p95_ms",
-                                                 "cost")))
-            console.print(ptable)
+                providers.add_row(name, f"{p['calls']:,}", f"{p['cache_hits']:,}", f"{p['failures']:,}",
+                                  f"{p['retries']:,}", f"{p['p50_ms']:.0f}", f"{p['p95_ms']:.0f}",
+                                  f"{p['p99_ms']:.0f}", f"{p['cost']:.2f}")
+            console.print(providers)
         job = sheet.get("last_job")
         if job:
             code = job["exit_code"] if job["exit_code"] is not None else "-"
@@ -191,11 +191,15 @@ def status_tables(report: Mapping[str, Any], console: Console) -> None:
 
 
 def row_listing(rows: Mapping[str, Sequence[Mapping[str, Any]]], console: Console) -> None:
-    """`glaze status --rows`: one line per row."""
+    """`glaze status --rows`: one line per row (its number in the sheet, status, counts, errors)."""
     for sheet, listing in rows.items():
-        console.print(Text(sheet, style="bold"))
+        console.print(Text(f"{sheet}: {len(listing):,} rows", style="bold"))
+        table = _table("row", "status", "done", "failed", "total", "errors")
         for row in listing:
-            console.print(json.dumps(row, ensure_ascii=False, default=str))
+            table.add_row(str(row["row"]), row["status"], str(row["done"]), str(row["failed"]), str(row["total"]),
+                          row.get("errors") or "")
+        table.columns[-1].no_wrap = False
+        console.print(table)
 
 
 def reconcile_report(report: Mapping[str, Any], console: Console) -> None:
@@ -225,7 +229,15 @@ def providers_table(listed: Sequence[Mapping[str, Any]], console: Console) -> No
     console.print(table)
 
 
-def key_values(report: Mapping[str, Any], console: Console) -> None:
-    """A flat report as `key: value` lines."""
-    for key, value in report.items():
-        console.print(f"{key}: {value}")
+def cache_report(report: Mapping[str, Any], console: Console) -> None:
+    """`glaze cache stats|prune|clear` as text."""
+    for key in ("pruned", "cleared"):
+        if key in report:
+            console.print(f"{key} {report[key]:,} entries")
+    console.print(f"{report['directory']}: {report['entries']:,} entries, {report['bytes'] / 1048576:.1f} MB on disk")
+    for name, count in report["providers"].items():
+        console.print(f"  {name}: {count:,} entries")
+    last = report.get("last_run")
+    if last:
+        console.print(f"last run ({last['job_id']}): {last['cache_hits']:,} cache hits, {last['calls']:,} calls, "
+                      f"hit rate {100 * last['hit_rate']:.0f}%")

@@ -467,19 +467,27 @@ def providers(config_path: Path | None, sheet: Path | None) -> list[dict[str, An
 
 
 def cache_command(action: str, workspace: Path | None) -> dict[str, Any]:
-    """`glaze cache stats|prune|clear`."""
+    """`glaze cache stats|prune|clear`, with the last run's hit rate when the state file is readable."""
+    if action not in ("stats", "prune", "clear"):
+        raise UsageError(f"glaze cache {action}: unknown action; use stats, prune or clear")
     ws = open_workspace(workspace)
     cache = ResponseCache(ws.cache_dir)
     try:
-        if action == "stats":
-            return cache.stats()
+        report: dict[str, Any] = {}
         if action == "prune":
-            return {"pruned": cache.prune(), **cache.stats()}
-        if action == "clear":
-            return {"cleared": cache.clear(), **cache.stats()}
-        raise UsageError(f"glaze cache {action}: unknown action; use stats, prune or clear")
+            report["pruned"] = cache.prune()
+        elif action == "clear":
+            report["cleared"] = cache.clear()
+        report.update(cache.stats())
     finally:
         cache.close()
+    if ws.exists():
+        try:
+            with Store(ws.db_path, read_only=True) as store:
+                report["last_run"] = store.last_job_hits()
+        except WorkspaceBusy:
+            report["last_run"] = None
+    return report
 
 
 __all__ = ["EnrichRequest", "EnrichSummary", "Outcome", "cache_command", "enrich", "export", "providers",

@@ -476,6 +476,16 @@ class Store:
         self.con.execute("UPDATE jobs SET finished_at = now(), exit_code = ? WHERE job_id = ?",
                          [exit_code, job_id])
 
+    def last_job_hits(self) -> dict[str, Any] | None:
+        """Calls and cache hits of the newest job, and its hit rate."""
+        rows = self.con.execute(
+            "SELECT job_id, calls, cache_hits FROM jobs ORDER BY started_at DESC LIMIT 1").fetchall()
+        if not rows:
+            return None
+        job_id, calls, hits = rows[0]
+        return {"job_id": job_id, "calls": calls, "cache_hits": hits,
+                "hit_rate": round(hits / (calls + hits), 4) if calls + hits else 0.0}
+
     def last_success(self, sheet_id: int) -> float | None:
         """Unix time at which a run of this sheet last ended with exit code 0."""
         return self.con.execute(
