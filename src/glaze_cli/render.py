@@ -36,6 +36,8 @@ def _bar(fraction: float, width: int = 20) -> str:
 
 def _duration(seconds: float) -> str:
     seconds = max(0, int(seconds))
+    if seconds >= 86400 and seconds % 86400 == 0:
+        return f"{seconds // 86400}d"
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
@@ -218,15 +220,16 @@ def reconcile_report(report: Mapping[str, Any], console: Console) -> None:
 
 
 def providers_table(listed: Sequence[Mapping[str, Any]], console: Console) -> None:
-    """`glaze providers` as a table."""
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("provider", "type", "outputs", "concurrency", "rate", "cost", "inputs"):
-        table.add_column(column)
+    """`glaze providers`: one short block per provider (readable at 80 columns)."""
     for p in listed:
-        table.add_row(p["name"], p["type"], ", ".join(p["outputs"]),
-                      str(p["concurrency"]) if p["concurrency"] else "-", p["rate"] or "-", f"{p['cost']:g}",
-                      p["inputs"] or "-")
-    console.print(table)
+        console.print(Text.assemble((p["name"], "bold"), f"  ({p['type']})"))
+        console.print(f"  outputs: {', '.join(p['outputs'])}", soft_wrap=False)
+        if p["type"] == "builtin":
+            console.print(f"  needs {p['inputs']}; offline, free")
+        else:
+            console.print(f"  concurrency {p['concurrency']}, rate {p['rate'] or 'unlimited'}, timeout "
+                          f"{p['timeout_s']:g}s, retries {p['retries']}, cache {_duration(p['cache_ttl_s'])}, "
+                          f"cost {p['cost']:g} per call")
 
 
 def cache_report(report: Mapping[str, Any], console: Console) -> None:
