@@ -68,6 +68,14 @@ class PermanentProviderError(ProviderError):
     """A request the provider will never answer (4xx other than not-found and 429, oversized body)."""
 
 
+class RejectedError(PermanentProviderError):
+    """A 4xx other than 401/403/429, with the server's explanation in `body` (for callers that act on it)."""
+
+    def __init__(self, message: str, *, http_status: int, body: str) -> None:
+        super().__init__(message, http_status=http_status)
+        self.body = body
+
+
 class AuthProviderError(PermanentProviderError):
     """HTTP 401/403: the key is missing, wrong or out of quota; after a few the provider stops for the run."""
 

@@ -25,6 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.loopback import LoopbackServer
+
 COMPANY_PATH = "/v1/company"
 ECHO_PATH = "/v1/echo"
 DEFAULT_SCORE = 0.9
@@ -55,7 +57,7 @@ class _Scripted:
         return web.Response(status=self.status, body=raw, headers=headers)
 
 
-class ProviderServer:
+class ProviderServer(LoopbackServer):
     """Loopback provider API: ``/v1/company`` (GET ``?domain=`` or POST ``{"domain": ...}``) and ``/v1/echo``."""
 
     def __init__(
@@ -71,10 +73,9 @@ class ProviderServer:
         rate_limit: float | None = None,
         seed: int | None = None,
     ) -> None:
+        super().__init__(port, host)
         self._companies = {k.strip().lower(): dict(v) for k, v in (companies or {}).items()}
         self._latency, self._jitter = latency, jitter
-        self._host, self._port = host, port
-        self._lock = threading.Lock()
         self._requests: list[dict[str, Any]] = []
         self._script: deque[_Scripted] = deque()
         self._in_flight = 0
@@ -85,67 +86,24 @@ class ProviderServer:
         self._random = random.Random(seed)
         self._window: deque[float] = deque()
         self.sent_429 = self.sent_503 = self.sent_malformed = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
 
-    # -- lifecycle -------------------------------------------------------------------------------------------
-    def start(self) -> ProviderServer:
-        """Start serving on a background thread; returns once the socket is listening."""
-        if self._thread is not None:
-            return self
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="provider-server", daemon=True)
-        self._thread.start()
-        try:
-            self._port = asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(timeout=10)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        """Stop the server and its thread (idempotent)."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
-        self._loop = self._thread = self._runner = None
-
-    def __enter__(self) -> ProviderServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._port
+    thread_name = "provider-server"
 
     @property
     def base_url(self) -> str:
-        if self._thread is None:
-            raise RuntimeError("ProviderServer is not running; call start() first")
-        return f"http://{self._host}:{self._port}"
+        """``http://127.0.0.1:PORT``."""
+        return self.origin
 
     def url(self, path: str = COMPANY_PATH) -> str:
         """Absolute URL for ``path`` on this server."""
         return self.base_url + path
 
-    async def _listen(self) -> int:
+    def make_app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
         app.router.add_route("GET", COMPANY_PATH, self._company)
         app.router.add_route("POST", COMPANY_PATH, self._company)
         app.router.add_route("GET", ECHO_PATH, self._echo)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, backlog=1024, reuse_address=True)
-        await site.start()
-        return int(self._runner.addresses[0][1])
+        return app
 
     # -- configuration ---------------------------------------------------------------------------------------
     def set_company(self, domain: str, facts: dict[str, Any]) -> None:

@@ -55,10 +55,10 @@ class Registry:
 
 def _own() -> list[object]:
     """glaze's own registrations, used when its entry points are not installed (running from a source tree)."""
-    from glaze_cli.providers import builtin, http, lookup, offline, simulated
+    from glaze_cli.providers import builtin, http, lookup, offline, openai, simulated
 
-    return [http.PROVIDER_TYPE, lookup.PROVIDER_TYPE, simulated.PROVIDER_TYPE, builtin.WEBSITE,
-            *offline.OFFLINE_BUILTINS]
+    return [http.PROVIDER_TYPE, lookup.PROVIDER_TYPE, openai.PROVIDER_TYPE, simulated.PROVIDER_TYPE,
+            builtin.WEBSITE, *offline.OFFLINE_BUILTINS]
 
 
 def _flatten(obj: object) -> Iterable[object]:

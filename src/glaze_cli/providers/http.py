@@ -25,7 +25,23 @@ def _compile(expression: str, key: str, source: str) -> Any:
         raise ConfigError(f"config {source}: {key}: {expression!r} is not a JMESPath expression ({exc})") from None
 
 
-class HttpProvider(Provider):
+class PooledProvider(Provider):
+    """A provider that talks HTTP through its own connection pool, sized to its concurrency."""
+
+    _client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        """Open this provider's connection pool."""
+        self._client = build_client(timeout=self.limits.timeout, max_connections=self.limits.concurrency)
+
+    async def close(self) -> None:
+        """Close the pool."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class HttpProvider(PooledProvider):
     """GET or POST a templated request; a `not_found` status means no data."""
 
     type = "http"
@@ -56,16 +72,6 @@ class HttpProvider(Provider):
         self.settings_template = {k: opts.get(k) for k in ("url", "params", "headers", "body")}
         super().__init__(config.name, inputs=inputs, outputs=list(opts["outputs"]), limits=config.limits,
                          cost=config.cost, settings=opts)
-        self._client: httpx.AsyncClient | None = None
-
-    async def start(self) -> None:
-        """Open this provider's connection pool."""
-        self._client = build_client(timeout=self.limits.timeout, max_connections=self.limits.concurrency)
-
-    async def close(self) -> None:
-        """Close the pool."""
-        if self._client is not None:
-            await self._client.aclose()
 
     async def fetch(self, inputs: Mapping[str, str]) -> Answer:
         """One request for these inputs."""
