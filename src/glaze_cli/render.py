@@ -64,11 +64,14 @@ def progress_view(stats: RunStats) -> Group:
         no_wrap=True, overflow="ellipsis",
     )
     parts = [f"{state} {stats.rows.get(state, 0):,}" for state in ("queued", "running", "done", "failed", "ambiguous")]
+    rows = [Text("rows  " + "  ".join(parts), no_wrap=True, overflow="ellipsis")]
+    limits = []
     if stats.budget is not None:
-        parts.append(f"budget left {max(0.0, stats.budget - stats.spend):.2f}")
+        limits.append(f"budget left {max(0.0, stats.budget - stats.spend):.2f} of {stats.budget:g}")
     if stats.deadline is not None:
-        parts.append(f"time left {_duration(stats.deadline - time.monotonic())}")
-    rows = Text("rows  " + "  ".join(parts), no_wrap=True, overflow="ellipsis")
+        limits.append(f"time left {_duration(stats.deadline - time.monotonic())}")
+    if limits:
+        rows.append(Text("      " + "  ".join(limits), no_wrap=True, overflow="ellipsis"))
     fields = _table("field", "done", "filled", "failed")
     for name, f in list(stats.fields.items())[:MAX_TABLE_ROWS]:
         share = f"{100 * f['filled'] / f['done']:.0f}%" if f["done"] else "-"
@@ -83,7 +86,7 @@ def progress_view(stats: RunStats) -> Group:
     for what, items in (("fields", stats.fields), ("providers", stats.providers)):
         if len(items) > MAX_TABLE_ROWS:
             more.append(Text(f"+{len(items) - MAX_TABLE_ROWS} more {what}", style="dim"))
-    return Group(head, rows, fields, providers, *more)
+    return Group(head, *rows, fields, providers, *more)
 
 
 @contextmanager

@@ -35,7 +35,9 @@ def test_progress_view_lines(width: int) -> None:
     """Bar with counts, rate and eta; row states and budget; a line per field and per provider."""
     lines = render(sample_stats(), width)
     assert lines[0].startswith("glaze ████████████░░░░░░░░ 125/200 cells 62.5%  12/s  eta ")
-    assert lines[1] == "rows  queued 40  running 3  done 50  failed 2  ambiguous 5  budget left 7.60"
+    assert lines[1] == "rows  queued 40  running 3  done 50  failed 2  ambiguous 5"
+    assert lines[2] == "      budget left 7.60 of 10"
+    del lines[2]
     assert lines[2].split() == ["field", "done", "filled", "failed"]
     assert lines[3].split() == ["industry", "60/100", "75%", "5"]
     assert lines[4].split() == ["website", "60/100", "92%", "0"]
