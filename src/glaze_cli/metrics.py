@@ -35,6 +35,10 @@ def render_metrics(sheet: str, status: Mapping[str, Any], summary: Mapping[str, 
         for q, key in (("0.5", "p50_ms"), ("0.95", "p95_ms"), ("0.99", "p99_ms")):
             lines.append(f'glaze_provider_latency_seconds{{{label},provider="{_escape(name)}",quantile="{q}"}} '
                          f"{(p.get(key) or 0) / 1000:.6f}")
+    lines += ["# HELP glaze_provider_requests_total Provider requests recorded for the sheet, by outcome.",
+              "# TYPE glaze_provider_requests_total counter"]
+    lines += [f'glaze_provider_requests_total{{{label},provider="{_escape(n)}",outcome="{outcome}"}} {count}'
+              for n, p in status.get("providers", {}).items() for outcome, count in p.get("outcomes", {}).items()]
     lines += ["# HELP glaze_provider_failures_total Failed provider calls recorded for the sheet.",
               "# TYPE glaze_provider_failures_total counter"]
     lines += [f'glaze_provider_failures_total{{{label},provider="{_escape(n)}"}} {p.get("failures", 0)}'

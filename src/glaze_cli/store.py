@@ -543,6 +543,8 @@ class Store:
             "SELECT c.provider, count(*) FILTER (NOT c.cache_hit) AS calls, "
             "count(*) FILTER (c.cache_hit) AS cache_hits, "
             "count(*) FILTER (NOT c.cache_hit AND c.outcome = 'error') AS failures, "
+            "count(*) FILTER (NOT c.cache_hit AND c.outcome = 'ok') AS answered, "
+            "count(*) FILTER (NOT c.cache_hit AND c.outcome = 'not_found') AS not_found, "
             "count(*) FILTER (NOT c.cache_hit AND c.attempt > 1) AS retries, "
             "quantile_cont(c.latency_ms, 0.5) FILTER (NOT c.cache_hit) AS p50_ms, "
             "quantile_cont(c.latency_ms, 0.95) FILTER (NOT c.cache_hit) AS p95_ms, "
@@ -557,6 +559,7 @@ class Store:
             for q in ("p50_ms", "p95_ms", "p99_ms"):
                 r[q] = round(r[q] or 0.0, 1)
             r["cost"] = round(r["cost"], 6)
+            r["outcomes"] = {"ok": r.pop("answered"), "not_found": r.pop("not_found"), "error": r["failures"]}
             out[name] = r
         return out
 

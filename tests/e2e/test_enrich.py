@@ -283,5 +283,7 @@ def test_metrics_file(tmp_path: Path, provider_server: ProviderServer, glaze) ->
     assert samples[("glaze_cells", (("field", "industry"), sheet, ("status", "done")))] == 8
     assert samples[("glaze_cells", (("field", "industry"), sheet, ("status", "filled")))] == 5
     assert samples[("glaze_provider_calls_total", (("provider", "acme"), sheet))] == 5
+    assert samples[("glaze_provider_requests_total", (("outcome", "ok"), ("provider", "acme"), sheet))] == 4
+    assert samples[("glaze_provider_requests_total", (("outcome", "not_found"), ("provider", "acme"), sheet))] == 1
     assert samples[("glaze_exit_code", (sheet,))] == 0
     assert samples[("glaze_last_success_timestamp_seconds", (sheet,))] > 0
