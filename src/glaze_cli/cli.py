@@ -19,6 +19,7 @@ from rich.text import Text
 from glaze_cli import __version__, render, service
 from glaze_cli.config import parse_duration
 from glaze_cli.errors import ConfigError, GlazeError, UsageError
+from glaze_cli.interrupts import EXIT_SIGINT, Interrupted
 
 app = typer.Typer(
     name="glaze",
@@ -40,6 +41,8 @@ ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", envvar="GLAZE_CONFIG", show_default=False,
     help="glaze.toml to use (default: beside SHEET, else ./glaze.toml).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+WaitOpt = Annotated[str | None, typer.Option(
+    "--wait", help="Wait this long (90s, 5m) for a workspace another glaze run holds, instead of exiting 75.")]
 
 
 def _duration(option: str, text: str | None) -> float | None:
@@ -91,7 +94,7 @@ def enrich(
     concurrency: Annotated[int | None, typer.Option("--concurrency", min=1,
                                                     help="Global cap on provider calls in flight.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Call nothing; report what a run would do.")] = False,
-    wait: Annotated[str | None, typer.Option("--wait", help="Wait this long for a busy workspace.")] = None,
+    wait: WaitOpt = None,
     metrics_file: Annotated[Path | None, typer.Option("--metrics-file", help="Write Prometheus text metrics here.")
                             ] = None,
     encoding: Annotated[str | None, typer.Option("--encoding", help="Sheet encoding when not UTF-8.")] = None,
@@ -157,9 +160,10 @@ def reconcile(
     workspace: WorkspaceOpt = None,
     check: Annotated[bool, typer.Option("--check", help="Only report drift; exit 1 when there is any.")] = False,
     as_json: JsonOpt = False,
+    wait: WaitOpt = None,
 ) -> None:
     """Rebuild every row's counters and status from its tasks."""
-    report = service.reconcile(sheet, workspace, check)
+    report = service.reconcile(sheet, workspace, check, _duration("--wait", wait) or 0.0)
     if as_json:
         _print_json(report)
     else:
@@ -176,9 +180,10 @@ def export(
     formula_guard: Annotated[bool, typer.Option("--formula-guard/--no-formula-guard",
                                                 help="Prefix formula-like text in CSV/TSV output with '.")] = True,
     workspace: WorkspaceOpt = None,
+    wait: WaitOpt = None,
 ) -> None:
     """Write the enriched sheet from the state file, without calling anything."""
-    report = service.export(sheet, workspace, output, with_meta, formula_guard)
+    report = service.export(sheet, workspace, output, with_meta, formula_guard, _duration("--wait", wait) or 0.0)
     stderr.print(f"wrote {report['rows']:,} rows to {report['output']}")
 
 
@@ -235,6 +240,12 @@ def main() -> None:
             app()
         except BaseExceptionGroup as group:
             raise _unwrap(group) from None
+    except Interrupted as exc:
+        stderr.print(exc.message)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        # Commands other than enrich hold nothing worth a clean stop: Ctrl-C ends them with 130, quietly.
+        sys.exit(EXIT_SIGINT)
     except GlazeError as exc:
         if os.environ.get("GLAZE_DEBUG") == "1":
             raise

@@ -160,7 +160,10 @@ def _pairs(counts: Mapping[str, int]) -> str:
 def status_tables(report: Mapping[str, Any], console: Console) -> None:
     """`glaze status` as text: one block per sheet."""
     live = report.get("live")
-    if live:
+    if live and live.get("phase") == "loading":
+        console.print(Text(f"live: glaze pid {live['pid']} is loading the sheet; figures from before this run",
+                           style="bold green"))
+    elif live:
         console.print(Text(f"live: glaze pid {live['pid']} is running job {live['job_id']}; "
                            f"{live['done'] + live['failed']:,}/{live['cells']:,} cells of this run finished; "
                            f"figures from {live.get('age_s', 0):.0f}s ago", style="bold green"))
@@ -195,9 +198,12 @@ def status_tables(report: Mapping[str, Any], console: Console) -> None:
         console.print()
 
 
-def row_listing(rows: Mapping[str, Sequence[Mapping[str, Any]]], console: Console) -> None:
+def row_listing(report: Mapping[str, Any], console: Console) -> None:
     """`glaze status --rows`: one line per row (its number in the sheet, status, counts, errors)."""
-    for sheet, listing in rows.items():
+    live = report.get("live")
+    if live:
+        console.print(Text(f"live: {live['note']}", style="bold green"))
+    for sheet, listing in report["sheets"].items():
         console.print(Text(f"{sheet}: {len(listing):,} rows", style="bold"))
         table = _table("row", "status", "done", "failed", "total", "errors")
         for row in listing:

@@ -256,6 +256,7 @@ class Runner:
         self.claims = 0
         self._rows_scope = anyio.CancelScope()
         self._watch_scope = anyio.CancelScope()
+        self._hurry = anyio.Event()
         self._random = random.Random()
         for name, provider in plan.providers.items():
             stats.providers.setdefault(name, ProviderStats(limit=provider.limits.concurrency,
@@ -264,10 +265,16 @@ class Runner:
             stats.fields.setdefault(name, {"done": 0, "failed": 0, "filled": 0})
 
     def stop(self, reason: str) -> None:
-        """Stop claiming; rows already started finish, rows not started go back to the queue."""
+        """Stop claiming; rows not started go back to the queue, rows started get `grace` s to finish.
+
+        A budget stop lets calls in flight finish (they are paid for); a signal or the runtime limit cancels
+        whatever is still in flight after the grace, and those cells go back to the queue too.
+        """
         if not self.stopping:
             self.stopping = True
             self.stats.stop_reason = self.stats.stop_reason or reason
+        if reason in ("signal", "max-runtime"):
+            self._hurry.set()
 
     async def run(self) -> None:
         """Claim and process batches until the queue is empty or `stop` is called."""
@@ -286,15 +293,23 @@ class Runner:
 
     def cancel_rows(self) -> None:
         """Cancel the rows in flight now (after a stop's grace); their cells go back to the queue."""
-        self.stop("cancelled")
+        self.stopping = True
+        self.stats.stop_reason = self.stats.stop_reason or "cancelled"
         self._rows_scope.cancel()
 
     async def _watch_deadline(self) -> None:
+        """Stop at the runtime limit; once told to hurry, cancel the rows still in flight after the grace."""
+        async def deadline() -> None:
+            if self.options.deadline is not None:
+                await anyio.sleep(max(0.0, self.options.deadline - time.monotonic()))
+                self.stop("max-runtime")
+
         with self._watch_scope:
-            if self.options.deadline is None:
-                await anyio.sleep_forever()
-            await anyio.sleep(max(0.0, self.options.deadline - time.monotonic()))
-            self.stop("max-runtime")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(deadline)
+                await self._hurry.wait()
+                await anyio.sleep(self.options.grace)
+                self.cancel_rows()
 
     async def _feed(self, rows_group: anyio.abc.TaskGroup) -> None:
         plan = self.plan

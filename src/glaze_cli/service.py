@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import polars as pl
@@ -21,16 +21,17 @@ import polars as pl
 from glaze_cli.cache import ResponseCache, cache_key
 from glaze_cli.config import Config, FieldConfig, find_config, load_config
 from glaze_cli.errors import ConfigError, InputError, UsageError, WorkspaceBusy
+from glaze_cli.interrupts import SIGNALS, Interrupts
 from glaze_cli.metrics import render_metrics, write_metrics, write_text_atomically
 from glaze_cli.models import Outcome
 from glaze_cli.providers import Provider, registry
 from glaze_cli.runner import Plan, Runner, RunOptions, RunStats, Step, StoreGateway
 from glaze_cli.sheet import check_output, default_output, read_sheet, write_sheet
 from glaze_cli.store import SheetInfo, Store
-from glaze_cli.workspace import Workspace, workspace_dir
+from glaze_cli.workspace import BRIEF_HOLD_WAIT, Workspace, busy_message, workspace_dir
 
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_STOPPED = 0, 1, 3
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ class EnrichSummary:
     dry_run: dict[str, Any] | None = None
     rows_loaded: int = 0
     new_rows: int = 0
+    changed_rows: int = 0  # rows whose values changed since the last load
+    removed_rows: int = 0  # rows gone from the sheet since the last load
     fill_s: float = 0.0  # time spent filling cells, without loading the sheet and writing the output
     flushes: int = 0  # store transactions that wrote finished cells
     claims: int = 0  # store transactions that claimed cells
@@ -113,10 +116,14 @@ def _check_key(frame: pl.DataFrame, key: str, sheet: Path) -> None:
     if blank:
         raise InputError(f"{sheet}: key column {key!r} is empty in {blank} row(s); every row needs a key, "
                          "or drop --key to identify rows by their values")
-    dupes = frame.group_by(key).len().filter(pl.col("len") > 1)
+    dupes = frame.group_by(key, maintain_order=True).len().filter(pl.col("len") > 1)
     if dupes.height:
         example = dupes[key][0]
-        raise InputError(f"{sheet}: key column {key!r} has {dupes.height} duplicated value(s) (e.g. {example!r}); "
+        # CSV/TSV users think in the file's lines (header = line 1); other formats in data rows.
+        unit, offset = ("lines", 2) if sheet.suffix.lower() in (".csv", ".tsv", ".tab") else ("rows", 1)
+        where = frame.with_row_index("n", offset=offset).filter(pl.col(key) == example)["n"].head(2).to_list()
+        raise InputError(f"{sheet}: key column {key!r} has {dupes.height} value(s) that repeat, in "
+                         f"{int(dupes['len'].sum())} rows (e.g. {example!r} on {unit} {where[0]} and {where[1]}); "
                          "row identity must be unique — pick another key or drop --key")
 
 
@@ -178,8 +185,30 @@ def read_config(explicit: Path | None, sheet: Path | None) -> Config:
 def enrich(req: EnrichRequest, progress: ProgressFactory | None = None) -> EnrichSummary:
     """Load the sheet, queue its cells, fill them, write the output; the summary carries the exit code."""
     started = time.monotonic()
+    interrupts = Interrupts()
+    # Until the state file is open nothing has changed, so a signal may simply end the command.
+    interrupts.raising = True
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:
+        interrupts.install()
+    workspace = open_workspace(req.workspace)
+    try:
+        return _enrich(req, progress, interrupts, workspace, started)
+    finally:
+        workspace.release()
+        if main_thread:
+            interrupts.restore()
+
+
+def _enrich(req: EnrichRequest, progress: ProgressFactory | None, interrupts: Interrupts, workspace: Workspace,
+            started: float) -> EnrichSummary:
     if not req.fields or any(not f.strip() for f in req.fields):
         raise UsageError("--fields: name at least one field, comma-separated (e.g. --fields industry,website)")
+    if req.rows is not None and req.rows < 1:
+        raise UsageError("--rows: must be 1 or more")
+    if workspace.root.is_dir():
+        # A busy workspace is answered before a big sheet is read; a new one is made only for valid input.
+        workspace.acquire("enrich", req.wait)
     config = read_config(req.config, req.sheet)
     frame = read_sheet(req.sheet, req.encoding)
     key = req.key or config.sheet_key
@@ -188,75 +217,88 @@ def enrich(req: EnrichRequest, progress: ProgressFactory | None = None) -> Enric
     waterfalls, providers = plan_providers(config, req.fields, frame.columns, req.sheet)
     output = req.output or default_output(req.sheet)
     check_output(output, req.sheet)
-    if req.rows is not None and req.rows < 1:
-        raise UsageError("--rows: must be 1 or more")
+    if not workspace.held:
+        workspace.acquire("enrich", req.wait)
 
-    workspace = open_workspace(req.workspace)
-    workspace.acquire(req.wait)
-    try:
-        # status/export/reconcile hold the file only briefly: a run waits a few seconds for them.
-        with Store(workspace.db_path, wait=max(5.0, req.wait)) as store:
-            store.requeue_running()
-            report = store.load_sheet(req.sheet, frame, key)
-            sheet_id = report.sheet.sheet_id
-            present = [f for f in req.fields if f in frame.columns]
-            store.add_fields(sheet_id, req.fields, present)
-            if req.refresh:
-                store.requeue(sheet_id, req.fields, ["done", "failed"])
-            elif req.retry_failed:
-                store.requeue(sheet_id, req.fields, ["failed"])
-            plan = Plan(sheet_id, tuple(req.fields), waterfalls, providers, req.rows)
-            summary = EnrichSummary(str(req.sheet), None, None, list(req.fields), rows_loaded=report.rows,
-                                    new_rows=report.new_rows)
-            cache = ResponseCache(workspace.cache_dir)
-            try:
-                if req.dry_run:
-                    summary.dry_run = _dry_run(store, cache, plan, config)
-                    summary.cells = summary.dry_run["cells"]
-                else:
-                    _run(store, cache, plan, req, summary, progress, workspace)
-                    sheet = store.find_sheet(str(req.sheet))
-                    assert sheet is not None
-                    write_sheet(store.export_frame(sheet), output,
-                                guard_columns=list(req.fields) if req.formula_guard else None)
-                    summary.output = str(output)
-                    store.finish_job(summary.job_id or "", summary.exit_code)
-                    if req.metrics_file is not None:
-                        summary.duration_s = time.monotonic() - started
-                        text = render_metrics(sheet.name, store.status(sheet), summary.to_json(),
-                                              store.last_success(sheet.sheet_id))
-                        write_metrics(req.metrics_file, text)
-            finally:
-                cache.close()
-    finally:
-        workspace.release()
+    # `glaze status` may have the file open for a moment: wait for it rather than fail.
+    with Store(workspace.db_path, wait=max(BRIEF_HOLD_WAIT, req.wait)) as store:
+        interrupts.raising = False  # from here on a signal is a clean stop: finish, flush, write, exit 130/143
+        _publish_snapshot(store, workspace, {"pid": os.getpid(), "job_id": None, "phase": "loading"})
+        store.requeue_running()
+        report = store.load_sheet(req.sheet, frame, key, _field_inputs(waterfalls))
+        sheet_id = report.sheet.sheet_id
+        present = [f for f in req.fields if f in frame.columns]
+        store.add_fields(sheet_id, req.fields, present)
+        if req.refresh:
+            store.requeue(sheet_id, req.fields, ["done", "failed"])
+        elif req.retry_failed:
+            store.requeue(sheet_id, req.fields, ["failed"])
+        plan = Plan(sheet_id, tuple(req.fields), waterfalls, providers, req.rows)
+        summary = EnrichSummary(str(req.sheet), None, None, list(req.fields), rows_loaded=report.rows,
+                                new_rows=report.new_rows, changed_rows=report.changed_rows,
+                                removed_rows=report.removed_rows)
+        cache = ResponseCache(workspace.cache_dir)
+        try:
+            if req.dry_run:
+                summary.dry_run = _dry_run(store, cache, plan, config)
+                summary.cells = summary.dry_run["cells"]
+            else:
+                _run(store, cache, plan, req, summary, progress, workspace, interrupts, started)
+                sheet = store.find_sheet(str(req.sheet))
+                assert sheet is not None
+                write_sheet(store.export_frame(sheet), output,
+                            guard_columns=list(req.fields) if req.formula_guard else None)
+                summary.output = str(output)
+                if interrupts.exit_code is not None:
+                    summary.exit_code = interrupts.exit_code
+                store.finish_job(summary.job_id or "", summary.exit_code)
+                if req.metrics_file is not None:
+                    summary.duration_s = time.monotonic() - started
+                    text = render_metrics(sheet.name, store.status(sheet), summary.to_json(),
+                                          store.last_success(sheet.sheet_id))
+                    write_metrics(req.metrics_file, text)
+        finally:
+            cache.close()
+            if cache.broken:
+                summary.warnings.append(f"the response cache could not be used ({cache.broken}); this run went on "
+                                        "without it")
+            workspace.snapshot_path.unlink(missing_ok=True)
     summary.duration_s = time.monotonic() - started
     return summary
 
 
+def _field_inputs(waterfalls: dict[str, tuple[Step, ...]]) -> dict[str, list[str]]:
+    """The sheet columns each field's providers read: a change in them re-queues that field's cell."""
+    return {name: sorted({column for step in steps for column in step.provider.inputs}) for name, steps in
+            waterfalls.items()}
+
+
 def _run(store: Store, cache: ResponseCache, plan: Plan, req: EnrichRequest, summary: EnrichSummary,
-         progress: ProgressFactory | None, workspace: Workspace) -> None:
+         progress: ProgressFactory | None, workspace: Workspace, interrupts: Interrupts, started: float) -> None:
     job_id = uuid.uuid4().hex[:12]
     queued = store.cell_counts(plan.sheet_id, plan.fields, plan.max_row_index)["queued"]
     store.start_job(job_id, plan.sheet_id, plan.fields, queued, req.argv)
     summary.job_id = job_id
-    deadline = time.monotonic() + req.max_runtime if req.max_runtime else None
+    # --max-runtime counts from the start of the command: loading a big sheet is part of the run.
+    deadline = started + req.max_runtime if req.max_runtime else None
     field_totals = {name: store.cell_counts(plan.sheet_id, [name], plan.max_row_index)["queued"]
                     for name in plan.fields}
     stats = RunStats(total=queued, field_totals=field_totals, budget=req.budget, deadline=deadline)
     options = RunOptions(job_id, req.concurrency, req.budget, deadline, req.refresh, grace=req.grace)
-    received: list[int] = []
     runners: list[Runner] = []
 
     async def main() -> None:
         gateway = StoreGateway(store)
         runner = Runner(gateway, cache, plan, options, stats)
         runners.append(runner)
+        interrupts.on_first = lambda signum: runner.stop("signal")
+        if interrupts.received:
+            runner.stop("signal")
         for provider in plan.providers.values():
             await provider.start()
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_watch_signals, runner, received, options.grace)
+                tg.start_soon(_watch_signals, interrupts)
                 tg.start_soon(_publish, gateway, plan, stats, job_id, workspace, req.metrics_file)
                 with progress(stats) if progress else nullcontext():
                     await runner.run()
@@ -265,10 +307,12 @@ def _run(store: Store, cache: ResponseCache, plan: Plan, req: EnrichRequest, sum
             with anyio.CancelScope(shield=True):
                 for provider in plan.providers.values():
                     await provider.close()
-            workspace.snapshot_path.unlink(missing_ok=True)
 
     fill_started = time.monotonic()
-    anyio.run(main, backend="asyncio")
+    try:
+        anyio.run(main, backend="asyncio")
+    finally:
+        interrupts.on_first = None
     summary.fill_s = time.monotonic() - fill_started
     summary.flushes = runners[0].writer.flushes if runners else 0
     summary.claims = runners[0].claims if runners else 0
@@ -283,8 +327,8 @@ def _run(store: Store, cache: ResponseCache, plan: Plan, req: EnrichRequest, sum
     summary.stop_reason = stats.stop_reason
     summary.warnings = list(stats.warnings)
     summary.rate_limited = {n: s.rate_limited for n, s in stats.providers.items()}
-    if received:
-        summary.exit_code = EXIT_SIGINT if received[0] == signal.SIGINT else EXIT_SIGTERM
+    if interrupts.exit_code is not None:
+        summary.exit_code = interrupts.exit_code
     elif stats.stop_reason in ("budget", "max-runtime") and summary.queued_left:
         summary.exit_code = EXIT_STOPPED
     elif counts["failed"]:
@@ -294,29 +338,35 @@ def _run(store: Store, cache: ResponseCache, plan: Plan, req: EnrichRequest, sum
 
 
 PUBLISH_EVERY = 1.0
+FAILING_ROWS_PUBLISHED = 100
 
 
-def _all_status(store: Store) -> tuple[list[SheetInfo], list[dict[str, Any]]]:
+def _publish_snapshot(store: Store, workspace: Workspace, live: dict[str, Any]) -> list[dict[str, Any]]:
+    """Write what `glaze status` shows while this run holds the state file; returns each sheet's status."""
     infos = store.sheets()
-    return infos, [store.status(s) for s in infos]
+    sheets = [store.status(s) for s in infos]
+    failing = {s.name: store.rows_listing(s, "failed", FAILING_ROWS_PUBLISHED)
+               + store.rows_listing(s, "ambiguous", FAILING_ROWS_PUBLISHED) for s in infos}
+    live = {**live, "updated_at": time.time()}
+    write_text_atomically(workspace.snapshot_path, json.dumps({"sheets": sheets, "live": live,
+                                                               "failing_rows": failing}, default=str))
+    return sheets
 
 
 async def _publish(gateway: StoreGateway, plan: Plan, stats: RunStats, job_id: str, workspace: Workspace,
                    metrics_file: Path | None) -> None:
     """Every second: the status snapshot `glaze status` reads during the run, and the metrics file."""
-    store = gateway.store
     while True:
         began = time.monotonic()
-        infos, sheets = await gateway.call(_all_status, store)
-        # Publishing costs a status query over the sheet: never more than a tenth of the run's time.
-        interval = max(PUBLISH_EVERY, 10 * (time.monotonic() - began))
-        current = next((s for s, info in zip(sheets, infos, strict=True) if info.sheet_id == plan.sheet_id), None)
-        if current is not None:
-            stats.rows = dict(current["rows"])
-        live = {"pid": os.getpid(), "job_id": job_id, "sheet_id": plan.sheet_id, "updated_at": time.time(),
+        live = {"pid": os.getpid(), "job_id": job_id, "phase": "enriching", "sheet_id": plan.sheet_id,
                 "elapsed_s": round(stats.elapsed, 3), "cells": stats.total, "done": stats.done,
                 "failed": stats.failed, "filled": stats.filled, "spend": round(stats.spend, 6)}
-        write_text_atomically(workspace.snapshot_path, json.dumps({"sheets": sheets, "live": live}, default=str))
+        sheets = await gateway.call(_publish_snapshot, gateway.store, workspace, live)
+        # Publishing costs a status query over the sheet: never more than a tenth of the run's time.
+        interval = max(PUBLISH_EVERY, 10 * (time.monotonic() - began))
+        current = next((s for s in sheets if s.get("sheet_id") == plan.sheet_id), None)
+        if current is not None:
+            stats.rows = dict(current["rows"])
         if metrics_file is not None and current is not None:
             run = {"calls": {n: p.calls for n, p in stats.providers.items()},
                    "cache_hits": {n: p.cache_hits for n, p in stats.providers.items()},
@@ -325,23 +375,18 @@ async def _publish(gateway: StoreGateway, plan: Plan, stats: RunStats, job_id: s
         await anyio.sleep(interval)
 
 
-async def _watch_signals(runner: Runner, received: list[int], grace: float) -> None:
-    """First SIGINT/SIGTERM: stop claiming, let calls in flight finish for `grace` s, then cancel them.
+async def _watch_signals(interrupts: Interrupts) -> None:
+    """While cells are filled, SIGINT/SIGTERM arrive here (the runner stops, then cancels after its grace).
 
-    A second signal exits at once; every flush is one transaction, so the state stays consistent.
+    Afterwards the plain handlers come back, so a signal while the output is written is still a clean stop.
     """
-    async def cancel_after_grace() -> None:
-        await anyio.sleep(grace)
-        runner.cancel_rows()
-
-    async with anyio.create_task_group() as tg:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    try:
+        with anyio.open_signal_receiver(*SIGNALS) as signals:
             async for signum in signals:
-                if received:
-                    os._exit(EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM)
-                received.append(signum)
-                runner.stop("signal")
-                tg.start_soon(cancel_after_grace)
+                interrupts.record(signum)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            interrupts.install()
 
 
 def _dry_run(store: Store, cache: ResponseCache, plan: Plan, config: Config) -> dict[str, Any]:
@@ -371,13 +416,20 @@ def _dry_run(store: Store, cache: ResponseCache, plan: Plan, config: Config) -> 
 
 
 @contextmanager
-def _open_store(workspace: Path | None, *, read_only: bool = True) -> Iterator[Store]:
+def _open_store(workspace: Path | None, command: str, *, wait: float = 0.0,
+                read_only: bool = True) -> Iterator[Store]:
+    """The state file, with the workspace lock held while it is open (a run that starts meanwhile waits)."""
     ws = open_workspace(workspace)
     if not ws.exists():
         raise UsageError(f"workspace {ws.root}: no glaze state here yet; run glaze enrich first "
                          "(or pass --workspace)")
-    with Store(ws.db_path, read_only=read_only) as store:
-        yield store
+    ws.acquire(command, wait)
+    try:
+        # Only `glaze status` opens the file without the lock, and only for a moment.
+        with Store(ws.db_path, read_only=read_only, wait=BRIEF_HOLD_WAIT) as store:
+            yield store
+    finally:
+        ws.release()
 
 
 def _sheets(store: Store, sheet: Path | None) -> list[SheetInfo]:
@@ -389,21 +441,47 @@ def _sheets(store: Store, sheet: Path | None) -> list[SheetInfo]:
     return [found]
 
 
+def _read_live(workspace: Path | None, read: Callable[[Store], T]) -> tuple[T | None, dict[str, Any] | None]:
+    """`read(store)` on the state file, or, while a run holds it, the snapshot the run publishes.
+
+    Never takes the workspace lock, so it never stands in a run's way; polls while the file is busy and no
+    snapshot is out yet (a run publishes one as soon as it has the file open).
+    """
+    ws = open_workspace(workspace)
+    if not ws.exists():
+        raise UsageError(f"workspace {ws.root}: no glaze state here yet; run glaze enrich first "
+                         "(or pass --workspace)")
+    deadline = time.monotonic() + BRIEF_HOLD_WAIT
+    while True:
+        try:
+            with Store(ws.db_path, read_only=True) as store:
+                return read(store), None
+        except WorkspaceBusy:
+            snapshot = _read_snapshot(ws)
+            if snapshot is not None:
+                return None, snapshot
+            if time.monotonic() >= deadline:
+                raise WorkspaceBusy(busy_message(ws.root, ws.holder())) from None
+            time.sleep(0.1)
+
+
 def status(sheet: Path | None, workspace: Path | None) -> dict[str, Any]:
     """The spec's `glaze status --json` object; during a run, the snapshot the run publishes (with "live")."""
-    try:
-        with _open_store(workspace) as store:
-            return {"sheets": [store.status(s) for s in _sheets(store, sheet)]}
-    except WorkspaceBusy:
-        snapshot = _read_snapshot(open_workspace(workspace))
-        if snapshot is None:
-            raise
+    report, snapshot = _read_live(workspace, lambda store: {"sheets": [store.status(s)
+                                                                       for s in _sheets(store, sheet)]})
+    if report is not None:
+        return report
+    assert snapshot is not None
+    snapshot.pop("failing_rows", None)
     if sheet is not None:
-        wanted = {str(sheet.resolve()), str(sheet)}
-        snapshot["sheets"] = [s for s in snapshot["sheets"] if s["path"] in wanted or s["name"] in wanted]
+        snapshot["sheets"] = [s for s in snapshot["sheets"] if _is_sheet(s, sheet)]
         if not snapshot["sheets"]:
             raise UsageError(f"{sheet}: this sheet has not been loaded in this workspace; run glaze enrich on it first")
     return snapshot
+
+
+def _is_sheet(entry: dict[str, Any], sheet: Path) -> bool:
+    return entry["path"] in (str(sheet.resolve()), str(sheet)) or entry["name"] == str(sheet)
 
 
 def _read_snapshot(ws: Workspace) -> dict[str, Any] | None:
@@ -420,15 +498,31 @@ def _read_snapshot(ws: Workspace) -> dict[str, Any] | None:
     return snapshot
 
 
-def status_rows(sheet: Path | None, workspace: Path | None, state: str | None) -> dict[str, list[dict[str, Any]]]:
-    """Rows (optionally of one status) per sheet, with failed cells' errors."""
-    with _open_store(workspace) as store:
-        return {s.name: store.rows_listing(s, state) for s in _sheets(store, sheet)}
+def status_rows(sheet: Path | None, workspace: Path | None, state: str | None) -> dict[str, Any]:
+    """Rows (optionally of one status) per sheet, with failed cells' errors.
+
+    During a run only the rows with failed cells (the run publishes the first hundred) can be listed; the
+    answer then carries a "live" entry saying so.
+    """
+    listing, snapshot = _read_live(workspace, lambda store: {s.name: store.rows_listing(s, state)
+                                                              for s in _sheets(store, sheet)})
+    if listing is not None:
+        return {"sheets": listing}
+    assert snapshot is not None
+    failing = snapshot.get("failing_rows") or {}
+    names = [s["name"] for s in snapshot["sheets"] if sheet is None or _is_sheet(s, sheet)]
+    if sheet is not None and not names:
+        raise UsageError(f"{sheet}: this sheet has not been loaded in this workspace; run glaze enrich on it first")
+    rows = {name: [r for r in failing.get(name, []) if state is None or r["status"] == state] for name in names}
+    live = dict(snapshot["live"])
+    live["note"] = (f"glaze pid {live['pid']} is running: only rows with failed cells are listed (up to "
+                    f"{FAILING_ROWS_PUBLISHED} per sheet); every row once the run ends")
+    return {"sheets": rows, "live": live}
 
 
-def reconcile(sheet: Path | None, workspace: Path | None, check: bool) -> dict[str, Any]:
+def reconcile(sheet: Path | None, workspace: Path | None, check: bool, wait: float = 0.0) -> dict[str, Any]:
     """Rebuild (or with `check`, only compare) every row counter from tasks."""
-    with _open_store(workspace, read_only=check) as store:
+    with _open_store(workspace, "reconcile", wait=wait, read_only=check) as store:
         sheet_ids: list[int | None] = [s.sheet_id for s in _sheets(store, sheet)] if sheet else [None]
         drift_rows, examples = 0, []
         for sid in sheet_ids:
@@ -441,11 +535,11 @@ def reconcile(sheet: Path | None, workspace: Path | None, check: bool) -> dict[s
 
 
 def export(sheet: Path, workspace: Path | None, output: Path | None, with_meta: bool,
-           formula_guard: bool = True) -> dict[str, Any]:
+           formula_guard: bool = True, wait: float = 0.0) -> dict[str, Any]:
     """Write the enriched sheet from the state file."""
     target = output or default_output(sheet)
     check_output(target, sheet)
-    with _open_store(workspace) as store:
+    with _open_store(workspace, "export", wait=wait) as store:
         info = _sheets(store, sheet)[0]
         frame = store.export_frame(info, with_meta=with_meta)
     write_sheet(frame, target, guard_columns=info.fields if formula_guard else None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -59,23 +60,53 @@ def _decoded(path: Path, encoding: str | None) -> str:
     data = path.read_bytes()
     if not data.strip():
         raise InputError(f"{path}: the file is empty; a sheet needs a header row and data rows")
-    codec = encoding or "utf-8-sig"
+    codec = encoding or "utf-8-sig"  # UTF-8, with or without a byte-order mark
     try:
         return data.decode(codec)
     except LookupError:
         raise UsageError(f"--encoding {encoding}: unknown encoding; try utf-8 or latin-1") from None
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
+        name = "UTF-8" if encoding is None else encoding
         raise InputError(
-            f"{path}: line {line} is not valid {codec}; pass --encoding with the file's encoding "
+            f"{path}: line {line} is not valid {name}; pass --encoding with the file's encoding "
             "(for example --encoding latin-1)"
         ) from None
 
 
 def _read_delimited(path: Path, separator: str, encoding: str | None) -> pl.DataFrame:
     text = _decoded(path, encoding)
+    _check_shape(path, text, separator)
     return pl.read_csv(io.BytesIO(text.encode("utf-8")), separator=separator, infer_schema=False,
                        has_header=True, raise_if_empty=True)
+
+
+def _check_shape(path: Path, text: str, separator: str) -> None:
+    """Blank or repeated header names and ragged rows, named by column and line (polars pads short rows)."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator)
+    header = next(reader, None)
+    if not header:
+        raise InputError(f"{path}: the first line is empty; the sheet needs a header row")
+    seen: dict[str, int] = {}
+    for number, name in enumerate(header, start=1):
+        if not name.strip():
+            raise InputError(f"{path}: line 1: column {number} has a blank header; give every column a name")
+        first = seen.setdefault(name.strip().lower(), number)
+        if first != number:
+            raise InputError(f"{path}: line 1: column name {name!r} appears twice (columns {first} and {number}); "
+                             "give every column a unique name")
+    width = len(header)
+    try:
+        for record in reader:
+            if len(record) != width and record:
+                raise InputError(f"{path}: line {reader.line_num} has {len(record)} field(s) but the header has "
+                                 f"{width}; fix that line (quote values that contain {_describe(separator)})")
+    except csv.Error as exc:
+        raise InputError(f"{path}: line {reader.line_num}: {exc}; fix the quoting on that line") from None
+
+
+def _describe(separator: str) -> str:
+    return {",": "commas", "\t": "tabs"}.get(separator, repr(separator))
 
 
 def _as_text(frame: pl.DataFrame) -> pl.DataFrame:
@@ -95,9 +126,9 @@ def _as_text(frame: pl.DataFrame) -> pl.DataFrame:
 
 def _check_headers(path: Path, frame: pl.DataFrame) -> None:
     for index, name in enumerate(frame.columns, start=1):
-        if not name.strip() or re.fullmatch(r"_duplicated_\d+", name):
-            raise InputError(f"{path}: header of column {index} is blank or repeated; give every column a "
-                             "unique name")
+        if not name.strip() or re.search(r"_duplicated_\d+$", name):
+            raise InputError(f"{path}: header of column {index} ({name!r}) is blank or repeated; give every "
+                             "column a unique name")
     lowered = [c.strip().lower() for c in frame.columns]
     seen = {c for c in lowered if lowered.count(c) > 1}
     if seen:

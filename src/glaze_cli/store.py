@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import polars as pl
 from glaze_cli.errors import StateError, WorkspaceBusy
 from glaze_cli.models import CallRecord, CellResult, ClaimedCell, ClaimedRow
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -131,8 +131,10 @@ class Store:
     def _migrate(self) -> None:
         with self._transaction():
             self.con.execute(_SCHEMA)
+            # Version 2: the sheet columns each field's providers read, so an edit re-queues only what it affects.
+            self.con.execute("ALTER TABLE sheets ADD COLUMN IF NOT EXISTS field_inputs VARCHAR DEFAULT '{}'")
             self.con.execute(
-                "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING",
+                "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 [str(SCHEMA_VERSION)],
             )
 
@@ -161,8 +163,13 @@ class Store:
         ).fetchall()
         return [_sheet_info(r) for r in rows]
 
-    def load_sheet(self, path: Path, frame: pl.DataFrame, key_column: str | None) -> LoadReport:
-        """Insert new rows, refresh known ones (matched by identity), mark missing ones removed."""
+    def load_sheet(self, path: Path, frame: pl.DataFrame, key_column: str | None,
+                   field_inputs: Mapping[str, Sequence[str]] | None = None) -> LoadReport:
+        """Insert new rows, refresh known ones (matched by identity), mark missing ones removed.
+
+        `field_inputs` names the columns each field's providers read: when a known row's values change, only
+        the cells of fields whose inputs changed are queued again (fields never described: any change).
+        """
         resolved = str(path.resolve())
         columns = frame.columns
         incoming = frame.select(
@@ -171,20 +178,24 @@ class Store:
             pl.struct(pl.all()).struct.json_encode().alias("data"),
         )
         with self._transaction():
-            existing = self.con.execute("SELECT sheet_id FROM sheets WHERE path = ?", [resolved]).fetchall()
+            existing = self.con.execute("SELECT sheet_id, field_inputs FROM sheets WHERE path = ?",
+                                        [resolved]).fetchall()
+            inputs = {**json.loads(existing[0][1] or "{}"), **(field_inputs or {})} if existing else \
+                dict(field_inputs or {})
             if existing:
                 sheet_id = existing[0][0]
                 self.con.execute(
-                    "UPDATE sheets SET columns = ?, key_column = ?, loaded_at = now(), row_count = ? "
-                    "WHERE sheet_id = ?",
-                    [json.dumps(columns), key_column, frame.height, sheet_id],
+                    "UPDATE sheets SET columns = ?, key_column = ?, loaded_at = now(), row_count = ?, "
+                    "field_inputs = ? WHERE sheet_id = ?",
+                    [json.dumps(columns), key_column, frame.height, json.dumps(inputs), sheet_id],
                 )
             else:
                 sheet_id = self.con.execute("SELECT coalesce(max(sheet_id), 0) + 1 FROM sheets").fetchall()[0][0]
                 self.con.execute(
-                    "INSERT INTO sheets (sheet_id, name, path, key_column, columns, loaded_at, row_count) "
-                    "VALUES (?, ?, ?, ?, ?, now(), ?)",
-                    [sheet_id, path.stem, resolved, key_column, json.dumps(columns), frame.height],
+                    "INSERT INTO sheets (sheet_id, name, path, key_column, columns, loaded_at, row_count, "
+                    "field_inputs) VALUES (?, ?, ?, ?, ?, now(), ?, ?)",
+                    [sheet_id, path.stem, resolved, key_column, json.dumps(columns), frame.height,
+                     json.dumps(inputs)],
                 )
             self.con.register("_incoming_raw", incoming)
             # Without a key column a row is known by a hash of its values; repeats get an ordinal.
@@ -196,8 +207,8 @@ class Store:
             )
             self.con.unregister("_incoming_raw")
             self.con.execute(
-                "CREATE OR REPLACE TEMP TABLE _changed AS SELECT r.row_id FROM rows r JOIN _incoming i "
-                "USING (row_key) WHERE r.sheet_id = ? AND r.data_hash <> i.data_hash",
+                "CREATE OR REPLACE TEMP TABLE _changed AS SELECT r.row_id, r.data AS old_data, i.data AS new_data "
+                "FROM rows r JOIN _incoming i USING (row_key) WHERE r.sheet_id = ? AND r.data_hash <> i.data_hash",
                 [sheet_id],
             )
             changed = self.con.execute("SELECT count(*) FROM _changed").fetchall()[0][0]
@@ -218,14 +229,33 @@ class Store:
                 "AND row_key NOT IN (SELECT row_key FROM _incoming)",
                 [sheet_id],
             ).fetchall()[0][0]
-            # A row whose values changed is enriched again from its new values.
-            self._requeue_tasks("status IN ('done', 'failed') AND provider IS DISTINCT FROM 'sheet' "
-                                "AND row_id IN (SELECT row_id FROM _changed)", [])
+            self._requeue_changed(inputs)
             self.con.execute("DROP TABLE _incoming")
             self.con.execute("DROP TABLE _changed")
         sheet = self.find_sheet(resolved)
         assert sheet is not None
         return LoadReport(sheet, frame.height, new_rows, changed, removed)
+
+    def _requeue_changed(self, inputs: Mapping[str, Sequence[str]]) -> None:
+        """Inside load_sheet: queue again the cells of changed rows whose inputs changed, and cells the sheet
+        used to fill itself but now leaves empty."""
+        pairs = [(name, column) for name, columns in inputs.items() for column in columns]
+        self.con.register("_known_fields", pl.DataFrame({"field": list(inputs)}, schema={"field": pl.String}))
+        self.con.register("_field_inputs", pl.DataFrame({"field": [p[0] for p in pairs],
+                                                         "col": [p[1] for p in pairs]},
+                                                        schema={"field": pl.String, "col": pl.String}))
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE _affected AS SELECT t.task_id FROM tasks t JOIN _changed c USING (row_id) "
+            "WHERE t.status IN ('done', 'failed') AND CASE WHEN t.provider = 'sheet' "
+            "THEN nullif(json_extract_string(c.new_data, '$.' || to_json(t.field)), '') IS NULL "
+            "ELSE t.field NOT IN (SELECT field FROM _known_fields) OR EXISTS (SELECT 1 FROM _field_inputs f "
+            "WHERE f.field = t.field AND json_extract_string(c.old_data, '$.' || to_json(f.col)) "
+            "IS DISTINCT FROM json_extract_string(c.new_data, '$.' || to_json(f.col))) END"
+        )
+        self.con.unregister("_known_fields")
+        self.con.unregister("_field_inputs")
+        self._requeue_tasks("task_id IN (SELECT task_id FROM _affected)", [])
+        self.con.execute("DROP TABLE _affected")
 
     def add_fields(self, sheet_id: int, fields: Sequence[str], present: Sequence[str]) -> int:
         """Create the missing (row, field) tasks set-based; cells the sheet already fills are done at once.
@@ -533,7 +563,8 @@ class Store:
                         "exit_code": job["exit_code"], "total_tasks": job["total_tasks"],
                         "done_tasks": job["done_tasks"], "failed_tasks": job["failed_tasks"],
                         "calls": job["calls"], "cache_hits": job["cache_hits"], "spend": job["spend"]}
-        return {"name": sheet.name, "path": sheet.path, "key": sheet.key_column, "rows": rows, "tasks": tasks,
+        return {"name": sheet.name, "path": sheet.path, "sheet_id": sid, "key": sheet.key_column, "rows": rows,
+                "tasks": tasks,
                 "fields": fields, "providers": self.provider_stats(sid), "last_job": last_job}
 
     def provider_stats(self, sheet_id: int | None = None) -> dict[str, dict[str, Any]]:

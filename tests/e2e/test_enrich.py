@@ -148,8 +148,8 @@ def test_failed_cells_exit_1_and_retry(tmp_path: Path, provider_server: Provider
     first = glaze("enrich", "leads.csv", "--fields", "industry", env=ENV)
     assert first.code == 1, first.stderr
     listing = glaze("status", "--rows", "--state", "failed", "--json").json()
-    assert [(r["row"], r["status"]) for r in listing["leads"]] == [(1, "failed")]
-    assert "500" in listing["leads"][0]["errors"]
+    assert [(r["row"], r["status"]) for r in listing["sheets"]["leads"]] == [(1, "failed")]
+    assert "500" in listing["sheets"]["leads"][0]["errors"]
     again = glaze("enrich", "leads.csv", "--fields", "industry", env=ENV)
     assert (again.code, provider_server.count("/v1/company")) == (1, 1)
     retried = glaze("enrich", "leads.csv", "--fields", "industry", "--retry-failed", env=ENV)

@@ -140,5 +140,5 @@ def test_unknown_field_is_a_config_error(tmp_path: Path) -> None:
 def test_duplicate_key_is_an_input_error(tmp_path: Path) -> None:
     """A --key column with repeated values is refused, naming the column and a value."""
     sheet = sheet_csv(tmp_path / "s.csv", ["a.example", "a.example"])
-    with pytest.raises(InputError, match="key column 'domain' has 1 duplicated value"):
+    with pytest.raises(InputError, match=r"key column 'domain' has 1 value\(s\) that repeat, in 2 rows"):
         enrich(tmp_path, sheet, "website", key="domain")

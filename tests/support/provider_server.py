@@ -137,7 +137,11 @@ class ProviderServer(LoopbackServer):
     # -- observation -----------------------------------------------------------------------------------------
     @property
     def requests(self) -> list[dict[str, Any]]:
-        """Recorded requests: ``{"method", "path", "query", "body", "headers"}`` (header names lower-cased)."""
+        """Recorded requests: ``{"method", "path", "query", "body", "headers", "started", "finished"}``.
+
+        Header names are lower-cased; ``started`` and ``finished`` are ``time.monotonic()`` values (``finished`` is
+        None while the answer is being prepared).
+        """
         with self._lock:
             return list(self._requests)
 
@@ -171,16 +175,17 @@ class ProviderServer(LoopbackServer):
     ) -> web.StreamResponse:
         """Record the request, count it in flight, sleep the latency, then answer (scripted or normal)."""
         body = await _json_body(request)
+        record = {
+            "method": request.method,
+            "path": request.path,
+            "query": dict(request.query),
+            "body": body,
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "started": time.monotonic(),
+            "finished": None,
+        }
         with self._lock:
-            self._requests.append(
-                {
-                    "method": request.method,
-                    "path": request.path,
-                    "query": dict(request.query),
-                    "body": body,
-                    "headers": {k.lower(): v for k, v in request.headers.items()},
-                }
-            )
+            self._requests.append(record)
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
             scripted = self._script.popleft() if request.path == COMPANY_PATH and self._script else None
@@ -197,6 +202,7 @@ class ProviderServer(LoopbackServer):
         finally:
             with self._lock:
                 self._in_flight -= 1
+                record["finished"] = time.monotonic()
 
     def _fault(self) -> _Scripted | None:
         """Under the lock: an injected 429, 503 or malformed answer for this request, or None."""

@@ -103,8 +103,11 @@ def test_unknown_encoding_is_a_usage_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("content", "fragment"), [
-    pytest.param("domain,Domain\nacme.io,x\n", "duplicate column names ['domain']", id="duplicate names"),
-    pytest.param("domain,\nacme.io,x\n", "header of column 2 is blank", id="blank name"),
+    pytest.param("domain,Domain\nacme.io,x\n", "column name 'Domain' appears twice (columns 1 and 2)",
+                 id="duplicate names"),
+    pytest.param("domain,\nacme.io,x\n", "column 2 has a blank header", id="blank name"),
+    pytest.param("domain,name\na.io,A\nb.io\n", "line 3 has 1 field(s) but the header has 2", id="short row"),
+    pytest.param('domain,name\na.io,"A\nB"\nb.io,B,x\n', "line 4 has 3 field(s)", id="long row after quoted newline"),
     pytest.param("domain,name\n", "the sheet has no rows", id="header only"),
     pytest.param("", "the file is empty", id="empty file"),
 ])
