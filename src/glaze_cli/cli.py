@@ -227,9 +227,10 @@ def cache_clear(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> Non
 
 
 def _unwrap(exc: BaseException) -> BaseException:
-    """The one error inside (nested) task-group exception groups, so a GlazeError raised in a task still reads well."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
+    """The error inside (nested) task-group exception groups, a GlazeError first, so it still reads well."""
+    while isinstance(exc, BaseExceptionGroup):
+        inner = [_unwrap(e) for e in exc.exceptions]
+        exc = next((e for e in inner if isinstance(e, GlazeError)), inner[0])
     return exc
 
 

@@ -202,9 +202,12 @@ class CacheWriter:
         self._written = anyio.Event()
         self._wake = anyio.Event()
         self._closed = False
+        self._gone = False
 
     async def put(self, key: str, answer: Answer, ttl: float, tag: str) -> None:
         """Write one answer (with whatever else is waiting) and return when it is on disk."""
+        if self._gone:
+            return
         self._entries.append((key, answer, ttl, tag))
         written = self._written
         self._wake.set()
@@ -213,16 +216,21 @@ class CacheWriter:
 
     async def run(self) -> None:
         """Write waiting groups until closed and drained."""
-        while not (self._closed and not self._entries):
-            if not self._entries:
-                await self._wake.wait()
-                self._wake = anyio.Event()
-                continue
-            entries, self._entries = self._entries, []
-            written, self._written = self._written, anyio.Event()
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self.cache.set_many, entries)
-            written.set()
+        try:
+            while not (self._closed and not self._entries):
+                if not self._entries:
+                    await self._wake.wait()
+                    self._wake = anyio.Event()
+                    continue
+                entries, self._entries = self._entries, []
+                written, self._written = self._written, anyio.Event()
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self.cache.set_many, entries)
+                written.set()
+        finally:
+            # Cancelled (the run failed): nobody may wait forever for a writer that is gone.
+            self._gone = True
+            self._written.set()
 
     def close(self) -> None:
         """Let `run` return once nothing is waiting."""

@@ -6,6 +6,7 @@ frame, never a statement per cell. A PostgreSQL store can follow by implementing
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -119,8 +120,9 @@ class Store:
             self._migrate()
 
     def close(self) -> None:
-        """Checkpoint and close the file."""
-        self.con.close()
+        """Checkpoint and close the file (a checkpoint the disk refuses is left to the next open: the WAL has it)."""
+        with contextlib.suppress(duckdb.Error):
+            self.con.close()
 
     def __enter__(self) -> Store:
         return self
@@ -139,7 +141,7 @@ class Store:
             )
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self.con)
+        return _Transaction(self.con, self.path)
 
     def _frame(self, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
         return pl.from_arrow(self.con.sql(sql, params=list(params or [])).to_arrow_table())  # type: ignore[return-value]
@@ -214,7 +216,8 @@ class Store:
             changed = self.con.execute("SELECT count(*) FROM _changed").fetchall()[0][0]
             self.con.execute(
                 "UPDATE rows SET row_index = i.row_index, data = i.data, data_hash = i.data_hash, removed = false "
-                "FROM _incoming i WHERE rows.sheet_id = ? AND rows.row_key = i.row_key",
+                "FROM _incoming i WHERE rows.sheet_id = ? AND rows.row_key = i.row_key "
+                "AND (rows.data_hash <> i.data_hash OR rows.row_index <> i.row_index OR rows.removed)",
                 [sheet_id],
             )
             new_rows = self.con.execute(
@@ -697,10 +700,15 @@ class Store:
 
 
 class _Transaction:
-    """BEGIN/COMMIT around a block; ROLLBACK if it raises, so a batch lands whole or not at all."""
+    """BEGIN/COMMIT around a block; ROLLBACK if it raises, so a batch lands whole or not at all.
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+    A write the disk refuses (full, read-only, I/O error) becomes a StateError: DuckDB keeps every earlier
+    commit, so the state file stays consistent and the next run continues from it.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path) -> None:
         self.con = con
+        self.path = path
 
     def __enter__(self) -> None:
         self.con.execute("BEGIN TRANSACTION")
@@ -709,11 +717,24 @@ class _Transaction:
         if exc_type is None:
             try:
                 self.con.execute("COMMIT")
+                return
             except duckdb.Error as error:
-                self.con.execute("ROLLBACK")
-                raise StateError(f"cannot write the state file: {error}") from None
-        else:
+                self._rollback()
+                raise _write_error(self.path, error) from None
+        self._rollback()
+        if isinstance(exc, duckdb.IOException | duckdb.FatalException):
+            raise _write_error(self.path, exc) from None
+
+    def _rollback(self) -> None:
+        # After a failed COMMIT (or a fatal error) DuckDB may already have ended the transaction.
+        with contextlib.suppress(duckdb.Error):
             self.con.execute("ROLLBACK")
+
+
+def _write_error(path: Path, error: BaseException) -> StateError:
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return StateError(f"{path}: cannot write the state file ({reason}); free disk space or fix the folder's "
+                      "permissions and run again: every cell saved before this is kept, the rest stays queued")
 
 
 def _marks(values: Iterable[Any]) -> str:
