@@ -95,6 +95,8 @@ def enrich(
                                                     help="Global cap on provider calls in flight.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Call nothing; report what a run would do.")] = False,
     wait: WaitOpt = None,
+    grace: Annotated[str, typer.Option("--grace", help="After SIGINT/SIGTERM or --max-runtime, how long calls in "
+                                                       "flight get to finish before they are cancelled.")] = "5s",
     metrics_file: Annotated[Path | None, typer.Option("--metrics-file", help="Write Prometheus text metrics here.")
                             ] = None,
     encoding: Annotated[str | None, typer.Option("--encoding", help="Sheet encoding when not UTF-8.")] = None,
@@ -112,7 +114,7 @@ def enrich(
         key=key, output=output, rows=rows, retry_failed=retry_failed, refresh=refresh, budget=budget,
         max_runtime=_duration("--max-runtime", max_runtime), concurrency=concurrency, dry_run=dry_run,
         wait=_duration("--wait", wait) or 0.0, encoding=encoding, formula_guard=formula_guard,
-        metrics_file=metrics_file, argv=tuple(sys.argv[1:]),
+        metrics_file=metrics_file, argv=tuple(sys.argv[1:]), grace=_duration("--grace", grace) or 0.0,
     )
     live = progress if progress is not None else (stderr.is_terminal and not quiet and not as_json)
     if live:
