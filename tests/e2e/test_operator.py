@@ -49,8 +49,10 @@ def test_status_answers_during_a_run(tmp_path: Path, provider_server: ProviderSe
     run = start_slow_run(tmp_path, provider_server)
     try:
         def live_report():
+            # The first snapshot comes while the run still loads the sheet; wait for the one of the fill.
             result = glaze("status", "--json")
-            return result.json() if result.code == 0 else None
+            report = result.json() if result.code == 0 else {}
+            return report if report.get("live", {}).get("phase") == "enriching" else None
 
         report = poll(live_report)
         assert report["live"]["pid"] == run.pid
