@@ -13,7 +13,6 @@ demo:
     glaze enrich sample_data/companies.csv --fields industry,website --workspace .glaze-demo
     glaze status --workspace .glaze-demo
 
-# Measure engine overhead and the provider-bound run (see benchmarks/README.md)
-bench:
-    python -m benchmarks.engine --rows 100000
-    python -m benchmarks.provider_bound --rows 5000 --latency 0.05 --concurrency 100
+# glaze side by side with a hand-written peer and the bound; writes benchmarks/results.md (see benchmarks/README.md)
+bench *args:
+    python -m benchmarks.compare {{args}}

@@ -83,7 +83,9 @@ class EnrichSummary:
     new_rows: int = 0
     changed_rows: int = 0  # rows whose values changed since the last load
     removed_rows: int = 0  # rows gone from the sheet since the last load
+    load_s: float = 0.0  # from the start of the command until the first cell could be claimed
     fill_s: float = 0.0  # time spent filling cells, without loading the sheet and writing the output
+    db_statements: int = 0  # SQL statements the run sent to the state file, loading and writing included
     flushes: int = 0  # store transactions that wrote finished cells
     claims: int = 0  # store transactions that claimed cells
     warnings: list[str] = field(default_factory=list)  # e.g. a provider stopped for rejected keys
@@ -94,6 +96,7 @@ class EnrichSummary:
         out = {k: v for k, v in self.__dict__.items() if k != "dry_run"}
         out["duration_s"] = round(self.duration_s, 3)
         out["fill_s"] = round(self.fill_s, 3)
+        out["load_s"] = round(self.load_s, 3)
         out["spend"] = round(self.spend, 6)
         if self.dry_run is not None:
             out["dry_run"] = self.dry_run
@@ -243,6 +246,7 @@ def _enrich(req: EnrichRequest, progress: ProgressFactory | None, interrupts: In
                 summary.dry_run = _dry_run(store, cache, plan, config)
                 summary.cells = summary.dry_run["cells"]
             else:
+                summary.load_s = time.monotonic() - started
                 _run(store, cache, plan, req, summary, progress, workspace, interrupts, started)
                 sheet = store.find_sheet(str(req.sheet))
                 assert sheet is not None
@@ -263,6 +267,7 @@ def _enrich(req: EnrichRequest, progress: ProgressFactory | None, interrupts: In
                 summary.warnings.append(f"the response cache could not be used ({cache.broken}); this run went on "
                                         "without it")
             workspace.snapshot_path.unlink(missing_ok=True)
+        summary.db_statements = store.statements
     summary.duration_s = time.monotonic() - started
     return summary
 

@@ -105,7 +105,7 @@ class Store:
         deadline = time.monotonic() + wait
         while True:
             try:
-                self.con = duckdb.connect(str(path), read_only=read_only)
+                self.con = _CountingConnection(duckdb.connect(str(path), read_only=read_only))
                 break
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower():
@@ -694,9 +694,33 @@ class Store:
             "FROM rows ORDER BY row_id"
         )
 
+    @property
+    def statements(self) -> int:
+        """SQL statements sent since the file was opened."""
+        return self.con.statements
+
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a read query (for tests and diagnostics)."""
         return self.con.execute(sql, params or []).fetchall()
+
+
+class _CountingConnection:
+    """A DuckDB connection that counts the statements sent to it (benchmarks report statements per cell)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+        self.statements = 0
+
+    def execute(self, query: str, parameters: Any = None) -> duckdb.DuckDBPyConnection:
+        self.statements += 1
+        return self._con.execute(query, parameters)
+
+    def sql(self, query: str, *, params: Any = None) -> duckdb.DuckDBPyRelation:
+        self.statements += 1
+        return self._con.sql(query, params=params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._con, name)
 
 
 class _Transaction:
@@ -706,7 +730,7 @@ class _Transaction:
     commit, so the state file stays consistent and the next run continues from it.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    def __init__(self, con: _CountingConnection, path: Path) -> None:
         self.con = con
         self.path = path
 

@@ -29,6 +29,7 @@ from tests.support.loopback import LoopbackServer
 
 COMPANY_PATH = "/v1/company"
 ECHO_PATH = "/v1/echo"
+STATS_PATH = "/_stats"
 DEFAULT_SCORE = 0.9
 INDUSTRIES = ("Software", "Fintech", "Healthcare", "Retail", "Logistics")
 
@@ -103,6 +104,7 @@ class ProviderServer(LoopbackServer):
         app.router.add_route("GET", COMPANY_PATH, self._company)
         app.router.add_route("POST", COMPANY_PATH, self._company)
         app.router.add_route("GET", ECHO_PATH, self._echo)
+        app.router.add_route("GET", STATS_PATH, self._stats)
         return app
 
     # -- configuration ---------------------------------------------------------------------------------------
@@ -174,6 +176,8 @@ class ProviderServer(LoopbackServer):
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         """Record the request, count it in flight, sleep the latency, then answer (scripted or normal)."""
+        if request.path == STATS_PATH:
+            return await handler(request)
         body = await _json_body(request)
         record = {
             "method": request.method,
@@ -239,6 +243,18 @@ class ProviderServer(LoopbackServer):
         company = dict(facts)
         score = company.pop("score", DEFAULT_SCORE)
         return web.json_response({"company": company, "score": score})
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        """Counters for a benchmark run (``?reset=1`` zeroes them afterwards); not itself recorded."""
+        with self._lock:
+            stats = {"requests": sum(1 for r in self._requests if r["path"] == COMPANY_PATH),
+                     "max_in_flight": self._max_in_flight, "sent_429": self.sent_429, "sent_503": self.sent_503,
+                     "sent_malformed": self.sent_malformed}
+            if request.query.get("reset"):
+                self._requests.clear()
+                self._max_in_flight = self._in_flight
+                self.sent_429 = self.sent_503 = self.sent_malformed = 0
+        return web.json_response(stats)
 
     async def _echo(self, request: web.Request) -> web.Response:
         return web.json_response(

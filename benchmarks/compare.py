@@ -1,0 +1,330 @@
+"""glaze side by side with a hand-written peer and the physical bound, on this machine, in one run.
+
+    python -m benchmarks.compare                 # every scenario, writes benchmarks/results.md and results.png
+    python -m benchmarks.compare --smoke --out /tmp/r.md   # seconds: small sizes, for CI (no targets checked)
+
+Scenarios (sizes from the speed issue; --smoke shrinks them):
+- provider-bound: ROWS x 3 fields from one loopback provider at LATENCY s, concurrency 100: glaze, the peer
+  with one call per row, the peer with one call per cell, and the bound calls x latency / concurrency;
+- concurrency sweep: glaze and the per-row peer at several concurrencies (the chart);
+- rate-limited: the provider allows 200 requests in any 1 s window (429 past it); glaze with rate 200/s;
+  the bound is calls / rate;
+- engine: the simulated provider at 0 latency, 200,000 rows x 2 fields: cells/s and DuckDB statements/cell;
+- scale: 1,000,000 rows x 2 fields, Parquet in and out: load time, peak RSS, `glaze status`, `glaze reconcile`.
+
+Every wall time is a whole command as a user runs it (start-up included), median of --repeat runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import REPO, median, provider_server, run_glaze
+
+FIELDS = ["industry", "website", "name"]
+
+HTTP_CONFIG = """
+[providers.acme]
+type = "http"
+url = "{base}/v1/company?domain={{domain}}"
+outputs = {{ industry = "company.industry", website = "company.website", name = "company.name" }}
+concurrency = {concurrency}
+{rate}
+retries = 3
+"""
+
+
+@dataclass
+class Sizes:
+    """How big each scenario is."""
+
+    rows: int = 6000
+    latency: float = 0.05
+    concurrency: int = 100
+    sweep: tuple[int, ...] = (25, 50, 100, 200)
+    rate_rows: int = 2000
+    rate: int = 200
+    engine_rows: int = 200_000
+    scale_rows: int = 1_000_000
+    repeat: int = 3
+
+
+SMOKE = Sizes(rows=300, latency=0.01, concurrency=50, sweep=(10, 50), rate_rows=100, rate=100, engine_rows=2000,
+              scale_rows=5000, repeat=1)
+
+
+@dataclass
+class Report:
+    """Markdown sections and the sweep's points, gathered as scenarios run."""
+
+    sections: list[str] = field(default_factory=list)
+    sweep: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def table(self, title: str, intro: str, header: Sequence[str], rows: list[Sequence[Any]]) -> None:
+        lines = [f"## {title}", "", intro, "", "| " + " | ".join(header) + " |",
+                 "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+        self.sections.append("\n".join(lines))
+        print("\n" + self.sections[-1], flush=True)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def write_domains(path: Path, rows: int) -> None:
+    """A one-column sheet of distinct synthetic domains the loopback provider knows."""
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write("domain\n")
+        handle.writelines(f"company{i}.example\n" for i in range(rows))
+
+
+def server_stats(base_url: str) -> dict[str, Any]:
+    """The provider's counters since the last call, which resets them."""
+    with urllib.request.urlopen(f"{base_url}/_stats?reset=1", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def run_peer(root: Path, base_url: str, concurrency: int, mode: str) -> tuple[float, int]:
+    """The hand-written script, as a process: (wall s, calls)."""
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.peer", "--sheet", "sheet.csv", "--out", "peer.csv",
+                           "--url", f"{base_url}/v1/company", "--fields", ",".join(FIELDS), "--concurrency",
+                           str(concurrency), "--mode", mode], cwd=root, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"peer failed: {proc.stderr.strip()}")
+    return wall, json.loads(proc.stdout)["calls"]
+
+
+def glaze_http(root: Path, base_url: str, concurrency: int, rate: str | None = None) -> tuple[float, dict[str, Any]]:
+    """glaze on the sheet from an empty workspace: (wall s, summary)."""
+    (root / "glaze.toml").write_text(HTTP_CONFIG.format(base=base_url, concurrency=concurrency,
+                                                        rate=f'rate = "{rate}"' if rate else ""), encoding="utf-8")
+    shutil.rmtree(root / ".glaze", ignore_errors=True)
+    run = run_glaze(["enrich", "sheet.csv", "--fields", ",".join(FIELDS), "--workspace", ".glaze"], root)
+    return run.wall_s, run.summary
+
+
+def provider_bound(root: Path, sizes: Sizes, report: Report) -> None:
+    """glaze, the per-row peer and the per-cell peer against the bound, at one concurrency."""
+    write_domains(root / "sheet.csv", sizes.rows)
+    with provider_server(sizes.latency, 0.0, sizes.rows) as server:
+        server_stats(server.base_url)
+        results: dict[str, list[tuple[float, int]]] = {"glaze": [], "peer, a call per row": [],
+                                                        "peer, a call per cell": []}
+        for _ in range(sizes.repeat):
+            wall, summary = glaze_http(root, server.base_url, sizes.concurrency)
+            results["glaze"].append((wall, server_stats(server.base_url)["requests"]))
+            assert summary["filled"] == sizes.rows * len(FIELDS), summary
+            for mode, name in (("row", "peer, a call per row"), ("cell", "peer, a call per cell")):
+                wall, _ = run_peer(root, server.base_url, sizes.concurrency, mode)
+                results[name].append((wall, server_stats(server.base_url)["requests"]))
+    bound = sizes.rows * sizes.latency / sizes.concurrency
+    peer = median([w for w, _ in results["peer, a call per row"]])
+    rows = []
+    for name, runs in results.items():
+        wall, calls = median([w for w, _ in runs]), runs[-1][1]
+        rows.append((name, wall, calls, calls / sizes.rows, bound / wall, wall / peer))
+    rows.append(("bound (rows x latency / concurrency)", bound, sizes.rows, 1.0, 1.0, bound / peer))
+    report.figures["provider_bound"] = {r[0]: {"wall_s": r[1], "calls": r[2], "efficiency": r[4]} for r in rows}
+    report.table(
+        "Provider-bound",
+        f"{sizes.rows:,} rows x {len(FIELDS)} fields from one provider at {sizes.latency * 1000:.0f} ms, "
+        f"concurrency {sizes.concurrency}; whole commands, start-up included; median of {sizes.repeat}.",
+        ["who", "wall s", "calls", "calls per row", "efficiency (bound / wall)", "wall / peer"], rows)
+
+
+def sweep(root: Path, sizes: Sizes, report: Report) -> None:
+    """glaze and the per-row peer over concurrencies, for the chart."""
+    write_domains(root / "sheet.csv", sizes.rows)
+    rows = []
+    with provider_server(sizes.latency, 0.0, sizes.rows) as server:
+        for concurrency in sizes.sweep:
+            glaze_walls, peer_walls = [], []
+            for _ in range(sizes.repeat):
+                glaze_walls.append(glaze_http(root, server.base_url, concurrency)[0])
+                peer_walls.append(run_peer(root, server.base_url, concurrency, "row")[0])
+            bound = sizes.rows * sizes.latency / concurrency
+            g, p = median(glaze_walls), median(peer_walls)
+            report.sweep.setdefault("glaze", []).append((concurrency, g))
+            report.sweep.setdefault("peer (a call per row)", []).append((concurrency, p))
+            report.sweep.setdefault("bound", []).append((concurrency, bound))
+            rows.append((concurrency, bound, g, p, bound / g, bound / p, g / p))
+    report.table(
+        "Concurrency sweep",
+        f"{sizes.rows:,} rows x {len(FIELDS)} fields at {sizes.latency * 1000:.0f} ms; median of {sizes.repeat}.",
+        ["concurrency", "bound s", "glaze s", "peer s", "glaze efficiency", "peer efficiency", "glaze / peer"], rows)
+
+
+def rate_limited(root: Path, sizes: Sizes, report: Report) -> None:
+    """glaze with a rate against a provider that enforces it with 429s."""
+    write_domains(root / "sheet.csv", sizes.rate_rows)
+    walls, over = [], []
+    with provider_server(sizes.latency, 0.0, sizes.rate_rows, "--rate-limit", str(sizes.rate)) as server:
+        server_stats(server.base_url)
+        for _ in range(sizes.repeat):
+            wall, summary = glaze_http(root, server.base_url, sizes.concurrency, f"{sizes.rate}/s")
+            stats = server_stats(server.base_url)
+            walls.append(wall)
+            over.append(stats["sent_429"])
+            assert summary["filled"] == sizes.rate_rows * len(FIELDS), summary
+        peer_wall, _ = run_peer(root, server.base_url, sizes.concurrency, "row")
+        peer_429 = server_stats(server.base_url)["sent_429"]
+    bound = sizes.rate_rows / sizes.rate
+    wall = median(walls)
+    report.figures["rate_limited"] = {"wall_s": wall, "bound_s": bound, "over_limit": max(over)}
+    report.table(
+        "Rate-limited",
+        f"{sizes.rate_rows:,} rows x {len(FIELDS)} fields; the provider answers 429 past {sizes.rate} requests in "
+        f"any 1 s window; glaze has rate {sizes.rate}/s, concurrency {sizes.concurrency}; median of {sizes.repeat}.",
+        ["who", "wall s", "bound (calls / rate) s", "wall / bound", "requests over the limit (429s)"],
+        [("glaze", wall, bound, wall / bound, max(over)),
+         ("peer, a call per row (no rate limiter)", peer_wall, bound, peer_wall / bound, peer_429)])
+
+
+def engine(root: Path, sizes: Sizes, report: Report) -> None:
+    """Cells/s with the simulated provider at 0 latency: only glaze itself is measured."""
+    write_domains(root / "sheet.csv", sizes.engine_rows)
+    (root / "glaze.toml").write_text('[providers.sim]\ntype = "simulated"\ninputs = ["domain"]\nlatency = "0ms"\n'
+                                     'concurrency = 200\noutputs = ["industry", "website"]\n', encoding="utf-8")
+    runs = []
+    for _ in range(sizes.repeat):
+        shutil.rmtree(root / ".glaze", ignore_errors=True)
+        runs.append(run_glaze(["enrich", "sheet.csv", "--fields", "industry,website", "--workspace", ".glaze"],
+                              root))
+    cells = sizes.engine_rows * 2
+    wall = median([r.wall_s for r in runs])
+    fill = median([r.summary["fill_s"] for r in runs])
+    statements = runs[-1].summary["db_statements"]
+    report.figures["engine"] = {"cells_per_s": cells / wall, "statements_per_cell": statements / cells}
+    report.table(
+        "Engine overhead",
+        f"The simulated provider at 0 latency, {sizes.engine_rows:,} rows x 2 fields = {cells:,} cells; median of "
+        f"{sizes.repeat}.",
+        ["measure", "value"],
+        [("whole command wall s", wall), ("cells/s, whole command", cells / wall),
+         ("cells/s, fill phase", cells / fill), ("DuckDB statements (last run)", statements),
+         ("DuckDB statements per cell", f"{statements / cells:.5f}"),
+         ("peak RSS MB", max(r.max_rss_mb for r in runs))])
+
+
+def timed(args: Sequence[str], cwd: Path) -> tuple[float, float]:
+    """(wall s, peak RSS MB) of one glaze command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "glaze_cli", *args], cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"glaze {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
+    return wall, max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+
+
+def scale(root: Path, sizes: Sizes, report: Report) -> None:
+    """A big Parquet sheet: load, peak memory, status and reconcile."""
+    import polars as pl
+
+    n = sizes.scale_rows
+    pl.DataFrame({"domain": [f"company{i}.example" for i in range(n)]}).write_parquet(root / "big.parquet")
+    (root / "glaze.toml").write_text('[providers.sim]\ntype = "simulated"\ninputs = ["domain"]\nlatency = "0ms"\n'
+                                     'concurrency = 200\noutputs = ["industry", "website"]\n', encoding="utf-8")
+    shutil.rmtree(root / ".glaze", ignore_errors=True)
+    run = run_glaze(["enrich", "big.parquet", "--fields", "industry,website", "--workspace", ".glaze"], root)
+    status_walls = [timed(["status", "--workspace", ".glaze"], root)[0] for _ in range(max(3, sizes.repeat))]
+    reconcile_walls = [timed(["reconcile", "--workspace", ".glaze"], root)[0] for _ in range(max(3, sizes.repeat))]
+    figures = {"load_s": run.summary["load_s"], "enrich_wall_s": run.wall_s, "peak_rss_mb": run.max_rss_mb,
+               "status_s": median(status_walls), "reconcile_s": median(reconcile_walls)}
+    report.figures["scale"] = figures
+    report.table(
+        "Scale",
+        f"{n:,} rows x 2 fields, Parquet in and out, the simulated provider at 0 latency; status and reconcile "
+        "are whole commands, median of 3.",
+        ["measure", "value"],
+        [("load s (start of the command to the first claim)", figures["load_s"]),
+         ("whole enrich wall s", run.wall_s), ("cells/s, whole enrich", 2 * n / run.wall_s),
+         ("peak RSS MB (enrich)", run.max_rss_mb), ("glaze status s", figures["status_s"]),
+         ("glaze reconcile s", figures["reconcile_s"])])
+
+
+def chart(report: Report, path: Path) -> None:
+    """Wall time against concurrency for glaze, the peer and the bound."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    styles = {"glaze": "o-", "peer (a call per row)": "s--", "bound": "k:"}
+    for name, points in report.sweep.items():
+        xs, ys = zip(*points, strict=True)
+        ax.plot(xs, ys, styles.get(name, "o-"), label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("concurrency (calls in flight)")
+    ax.set_ylabel("wall time, s (log)")
+    ax.set_title("Wall time against concurrency (whole command, start-up included)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+SCENARIOS = {"provider-bound": provider_bound, "sweep": sweep, "rate-limited": rate_limited, "engine": engine,
+             "scale": scale}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI: seconds, nothing checked")
+    parser.add_argument("--only", action="append", choices=list(SCENARIOS), help="run only these scenarios")
+    parser.add_argument("--repeat", type=int, help="runs per measurement (default 3; 1 with --smoke)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.md")
+    args = parser.parse_args()
+    sizes = SMOKE if args.smoke else Sizes()
+    if args.repeat:
+        sizes.repeat = args.repeat
+    report = Report()
+    with tempfile.TemporaryDirectory(prefix="glaze-bench-") as tmp:
+        for name in args.only or list(SCENARIOS):
+            SCENARIOS[name](Path(tmp), sizes, report)
+    command = "python -m benchmarks.compare" + (" --smoke" if args.smoke else "") + "".join(
+        f" --only {name}" for name in args.only or [])
+    header = (f"# Benchmark results\n\nMeasured {date.today().isoformat()} on this machine ({os.cpu_count()} cores, "
+              f"Python {platform.python_version()}, {platform.system()}), with `{command}`. The loopback provider "
+              "runs in its own process on the same cores.\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    body = [header]
+    if report.sweep:
+        png = args.out.with_suffix(".png")
+        chart(report, png)
+        body.append(f"![wall time against concurrency]({png.name})\n")
+    body += [s + "\n" for s in report.sections]
+    args.out.write_text("\n".join(body), encoding="utf-8")
+    args.out.with_suffix(".json").write_text(json.dumps(report.figures, indent=2), encoding="utf-8")
+    print(f"\nwrote {args.out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
