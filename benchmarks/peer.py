@@ -87,7 +87,8 @@ def main() -> None:
         writer = csv.DictWriter(handle, fieldnames=columns + fields)
         writer.writeheader()
         writer.writerows(rows)
-    json.dump({"calls": calls, "rows": len(rows)}, sys.stdout)
+    filled = sum(1 for row in rows for name in fields if row.get(name))
+    json.dump({"calls": calls, "rows": len(rows), "filled": filled}, sys.stdout)
 
 
 if __name__ == "__main__":

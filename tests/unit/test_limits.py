@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
+from multidict import CIMultiDict
 
 from glaze_cli.config import Limits
 from glaze_cli.errors import AuthProviderError, ProviderUnavailable, RateLimitedError, TransientProviderError
@@ -28,7 +28,7 @@ def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
 ])
 def test_quota_pause(headers: dict[str, str], pause: float | None) -> None:
     """An exhausted quota pauses the provider until its reset; remaining calls mean no pause."""
-    assert quota_pause(httpx.Headers(headers)) == pause
+    assert quota_pause(CIMultiDict(headers)) == pause
 
 
 def guard(concurrency: int = 8) -> ProviderGuard:

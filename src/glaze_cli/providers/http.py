@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import httpx
 import jmespath
 from jmespath.exceptions import JMESPathError
 
 from glaze_cli.config import ProviderConfig, env_variables, resolve_env
 from glaze_cli.errors import ConfigError, PermanentProviderError
-from glaze_cli.http_client import build_client, request_json
+from glaze_cli.http_client import HttpClient, build_client, request_json, with_params
 from glaze_cli.models import Answer, Outcome
 from glaze_cli.providers.base import Provider, ProviderType, as_text, fill, placeholders
 
@@ -28,16 +27,17 @@ def _compile(expression: str, key: str, source: str) -> Any:
 class PooledProvider(Provider):
     """A provider that talks HTTP through its own connection pool, sized to its concurrency."""
 
-    _client: httpx.AsyncClient | None = None
+    _client: HttpClient | None = None
 
     async def start(self) -> None:
         """Open this provider's connection pool."""
         self._client = build_client(timeout=self.limits.timeout, max_connections=self.limits.concurrency)
+        await self._client.open()
 
     async def close(self) -> None:
         """Close the pool."""
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
 
 
@@ -80,17 +80,15 @@ class HttpProvider(PooledProvider):
             if inputs[column].strip() in ("", ".", ".."):
                 raise PermanentProviderError(f"column {column!r} value {inputs[column]!r} cannot be used in the "
                                              "URL path")
-        url = httpx.URL(fill(self.url_template, inputs, lambda v: quote(v, safe="")))
-        if self.params_template:
-            # Merged here: httpx would replace the URL's own query with `params` (encode/httpx#3433).
-            url = url.copy_merge_params(fill(self.params_template, inputs))
+        url = with_params(fill(self.url_template, inputs, lambda v: quote(v, safe="")),
+                          fill(self.params_template, inputs) if self.params_template else None)
         headers = fill(self.headers_template, inputs)
         for name, value in headers.items():
             if not value.isascii():
                 raise PermanentProviderError(f"header {name}: the row's value has non-ASCII characters, which HTTP "
                                              "headers cannot carry; send it in params or body instead")
         response = await request_json(
-            self._client, self.method, str(url),
+            self._client, self.method, url,
             headers=headers or None,
             body=fill(self.body_template, inputs) if self.method == "POST" else None,
             not_found=self.not_found,

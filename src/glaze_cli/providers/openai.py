@@ -1,6 +1,6 @@
 """`type = "openai"`: any OpenAI-compatible chat-completions endpoint, asked for a JSON object of the outputs.
 
-Plain httpx through `http_client` (no SDK, so no SDK retries: the runner's resilience layer owns retrying).
+Plain HTTP through `http_client` (no SDK, so no SDK retries: the runner's resilience layer owns retrying).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, Strict, ValidationError, create_model
 
 from glaze_cli.config import ProviderConfig, env_variables, resolve_env
@@ -124,13 +124,13 @@ class OpenAIProvider(PooledProvider):
     def __init__(self, config: ProviderConfig, source: str) -> None:
         opts = config.options
         key = f"providers.{config.name}"
-        base_url = httpx.URL(resolve_env(opts["base_url"], f"{key}.base_url", source))
-        if base_url.scheme not in ("http", "https") or not base_url.host:
+        base_url = urlsplit(resolve_env(opts["base_url"], f"{key}.base_url", source))
+        if base_url.scheme not in ("http", "https") or not base_url.hostname:
             raise ConfigError(f"config {source}: {key}.base_url: {opts['base_url']!r} must start with http:// or "
                               "https:// and name a host, like https://api.openai.com/v1")
         # Kept with its query: Azure puts api-version there.
-        self.url = str(base_url.copy_with(path=base_url.path.rstrip("/") + "/chat/completions"))
-        self.host = base_url.host
+        self.url = urlunsplit(base_url._replace(path=base_url.path.rstrip("/") + "/chat/completions"))
+        self.host = base_url.hostname
         self.model = resolve_env(opts["model"], f"{key}.model", source)
         self.prompt_template = resolve_env(opts["prompt"], f"{key}.prompt", source)
         self.system_template = resolve_env(opts.get("system"), f"{key}.system", source)
