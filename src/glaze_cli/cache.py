@@ -34,8 +34,11 @@ class ResponseCache:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(directory, 0o700)
         try:
+            # No eviction bookkeeping on reads and no culling on writes (each cost a query per call): expired
+            # entries are dropped at the end of every run and by `glaze cache prune`.
             self._cache: diskcache.Cache | None = diskcache.Cache(
-                str(directory), disk=diskcache.JSONDisk, disk_compress_level=0, size_limit=2**34
+                str(directory), disk=diskcache.JSONDisk, disk_compress_level=0, size_limit=2**34,
+                eviction_policy="none", cull_limit=0,
             )
         except Exception as exc:  # a corrupt cache must not stop the run; it only costs calls
             self._cache = None
@@ -51,6 +54,20 @@ class ResponseCache:
             self._warn(exc)
             return None
         return Answer.from_json(data) if isinstance(data, dict) else None
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Answer | None]:
+        """The cached answers for many keys (None where absent, expired or unreadable), for a thread to run."""
+        if self._cache is None:
+            return dict.fromkeys(keys)
+        found: dict[str, Answer | None] = {}
+        try:
+            for key in keys:
+                data = self._cache.get(key)
+                found[key] = Answer.from_json(data) if isinstance(data, dict) else None
+        except Exception as exc:
+            self._warn(exc)
+            return dict.fromkeys(keys)
+        return found
 
     def set(self, key: str, answer: Answer, ttl: float, tag: str) -> None:
         """Store an answer for `ttl` seconds; a ttl of 0 stores nothing."""
@@ -93,13 +110,21 @@ class ResponseCache:
 
     def prune(self) -> int:
         """Drop expired entries; returns how many."""
-        return self._cache.expire() if self._cache is not None else 0
+        if self._cache is None:
+            return 0
+        try:
+            return self._cache.expire()
+        except Exception as exc:
+            self._warn(exc)
+            return 0
 
     def clear(self) -> int:
         """Drop every entry; returns how many."""
         return self._cache.clear() if self._cache is not None else 0
 
-    def close(self) -> None:
-        """Close the underlying SQLite files."""
+    def close(self, *, expire: bool = False) -> None:
+        """Close the underlying SQLite files; with `expire`, first drop the entries past their time to live."""
         if self._cache is not None:
+            if expire:
+                self.prune()
             self._cache.close()

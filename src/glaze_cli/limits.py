@@ -76,13 +76,15 @@ class ProviderGuard:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one call slot (global and provider), after any pause and the rate's spacing."""
-        await self._wait_pause()
+        if self.paused_until > time.monotonic():
+            await self._wait_pause()
         if self._global is not None:
             await take(self._global)
         try:
             await take(self._slots)
             try:
-                await self._wait_pause()
+                if self.paused_until > time.monotonic():
+                    await self._wait_pause()
                 if self._rate is not None:
                     await self._rate.acquire()
                 yield

@@ -262,7 +262,7 @@ def _enrich(req: EnrichRequest, progress: ProgressFactory | None, interrupts: In
                                           store.last_success(sheet.sheet_id))
                     write_metrics(req.metrics_file, text)
         finally:
-            cache.close()
+            cache.close(expire=not req.dry_run)
             if cache.broken:
                 summary.warnings.append(f"the response cache could not be used ({cache.broken}); this run went on "
                                         "without it")
