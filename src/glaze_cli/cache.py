@@ -1,7 +1,11 @@
 """The on-disk provider response cache: diskcache with JSON values (never pickles), keys and TTLs.
 
-A pickled cache would run code for whoever can write the cache folder, so values are JSON and the
+A pickled cache would run code for whoever can write the cache folder, so values are JSON text and the
 folder is readable by its owner only. If the cache cannot be written the run goes on uncached.
+
+Keys and values are text, which diskcache's default disk stores natively in SQLite (no pickling for str).
+Its JSONDisk zlib-compresses every key and value, even at level 0, for ~25 µs a call (measured): it was half
+of the engine benchmark's cache cost. Caches written by it are converted once, when first opened.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,57 @@ def cache_key(provider: str, fingerprint: str, inputs: Mapping[str, str]) -> str
     return f"{provider}:{fingerprint}:{digest[:32]}"
 
 
+FORMAT_FILE = "format"
+FORMAT = "glaze text keys, JSON text values"
+
+
+class _TextDisk(diskcache.JSONDisk):
+    """Text keys and values stored as they are (diskcache's base Disk), without JSONDisk's zlib framing.
+
+    A JSONDisk subclass only so that a cache folder whose settings name a compress level still opens.
+    """
+
+    put = diskcache.Disk.put
+    get = diskcache.Disk.get
+    store = diskcache.Disk.store
+    fetch = diskcache.Disk.fetch
+
+
+def _open(directory: Path) -> diskcache.Cache:
+    # No eviction bookkeeping on reads and no culling on writes (each cost a query per call): expired entries
+    # are dropped at the end of every run and by `glaze cache prune`.
+    return diskcache.Cache(str(directory), disk=_TextDisk, size_limit=2**34, eviction_policy="none", cull_limit=0)
+
+
+def _decode(data: Any) -> Answer | None:
+    if not isinstance(data, str):
+        return None
+    parsed = json.loads(data)
+    return Answer.from_json(parsed) if isinstance(parsed, dict) else None
+
+
+def _convert_json_disk(directory: Path, cache: diskcache.Cache) -> None:
+    """Rewrite the entries of a cache written with diskcache's JSONDisk (before glaze 0.2) as text, keeping each
+    entry's expiry and tag, so an upgrade costs no call."""
+    if len(cache) == 0:
+        return
+    old = diskcache.Cache(str(directory), disk=diskcache.JSONDisk, disk_compress_level=0)
+    try:
+        entries = []
+        now = time.time()
+        for key in list(old.iterkeys()):
+            value, expire_time, tag = old.get(key, expire_time=True, tag=True)
+            if isinstance(key, str) and isinstance(value, dict):
+                entries.append((key, json.dumps(value), None if expire_time is None else expire_time - now, tag))
+        old.clear()
+    finally:
+        old.close()
+    with cache.transact():
+        for key, value, ttl, tag in entries:
+            if ttl is None or ttl > 0:
+                cache.set(key, value, expire=ttl, tag=tag)
+
+
 class ResponseCache:
     """Provider answers on disk, shared by every run of one workspace."""
 
@@ -33,15 +89,13 @@ class ResponseCache:
         self.broken: str | None = None
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(directory, 0o700)
+        self._cache: diskcache.Cache | None = None
         try:
-            # No eviction bookkeeping on reads and no culling on writes (each cost a query per call): expired
-            # entries are dropped at the end of every run and by `glaze cache prune`.
-            self._cache: diskcache.Cache | None = diskcache.Cache(
-                str(directory), disk=diskcache.JSONDisk, disk_compress_level=0, size_limit=2**34,
-                eviction_policy="none", cull_limit=0,
-            )
+            self._cache = _open(directory)
+            if not (directory / FORMAT_FILE).exists():
+                _convert_json_disk(directory, self._cache)
+                (directory / FORMAT_FILE).write_text(FORMAT + "\n", encoding="utf-8")
         except Exception as exc:  # a corrupt cache must not stop the run; it only costs calls
-            self._cache = None
             self._warn(exc)
 
     def get(self, key: str) -> Answer | None:
@@ -49,11 +103,10 @@ class ResponseCache:
         if self._cache is None:
             return None
         try:
-            data = self._cache.get(key)
+            return _decode(self._cache.get(key))
         except Exception as exc:
             self._warn(exc)
             return None
-        return Answer.from_json(data) if isinstance(data, dict) else None
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Answer | None]:
         """The cached answers for many keys (None where absent, expired or unreadable), for a thread to run."""
@@ -62,8 +115,7 @@ class ResponseCache:
         found: dict[str, Answer | None] = {}
         try:
             for key in keys:
-                data = self._cache.get(key)
-                found[key] = Answer.from_json(data) if isinstance(data, dict) else None
+                found[key] = _decode(self._cache.get(key))
         except Exception as exc:
             self._warn(exc)
             return dict.fromkeys(keys)
@@ -74,7 +126,7 @@ class ResponseCache:
         if self._cache is None or ttl <= 0 or answer.outcome is Outcome.ERROR:
             return
         try:
-            self._cache.set(key, answer.to_json(), expire=ttl, tag=tag)
+            self._cache.set(key, json.dumps(answer.to_json()), expire=ttl, tag=tag)
         except Exception as exc:
             self._warn(exc)
 
@@ -86,7 +138,7 @@ class ResponseCache:
             with self._cache.transact():
                 for key, answer, ttl, tag in entries:
                     if ttl > 0 and answer.outcome is not Outcome.ERROR:
-                        self._cache.set(key, answer.to_json(), expire=ttl, tag=tag)
+                        self._cache.set(key, json.dumps(answer.to_json()), expire=ttl, tag=tag)
         except Exception as exc:
             self._warn(exc)
 

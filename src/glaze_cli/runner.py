@@ -118,9 +118,9 @@ class RunOptions:
     budget: float | None = None
     deadline: float | None = None  # time.monotonic() value at which to stop
     refresh: bool = False
-    claim_size: int = 2000
+    claim_size: int = 8000
     flush_interval: float = 0.25
-    flush_cells: int = 2000
+    flush_cells: int = 8000
     grace: float = 5.0
 
 
@@ -138,11 +138,78 @@ class _Pending:
         self.answer: Answer | None = None
 
 
+class CacheWriter:
+    """Group commit for the response cache: answers that arrive while one group is written go in the next.
+
+    Rows do not wait for the disk; instead the result writer drains this writer before each flush, so an
+    answer is always cached before the cells it filled are recorded as done (a crash in between repeats at
+    most the calls whose cells were not recorded yet).
+    """
+
+    def __init__(self, cache: ResponseCache) -> None:
+        self.cache = cache
+        self._entries: list[tuple[str, Answer, float, str]] = []
+        self._unwritten: dict[str, Answer] = {}
+        self._submitted = 0
+        self._written = 0
+        self._progress = anyio.Event()
+        self._wake = anyio.Event()
+        self._closed = False
+        self._gone = False
+
+    def put(self, key: str, answer: Answer, ttl: float, tag: str) -> None:
+        """Queue one answer for the next group."""
+        if self._gone:
+            return
+        self._entries.append((key, answer, ttl, tag))
+        self._unwritten[key] = answer
+        self._submitted += 1
+        self._wake.set()
+
+    def unwritten(self, key: str) -> Answer | None:
+        """An answer queued but not yet on disk (another row with the same inputs must not call again)."""
+        return self._unwritten.get(key)
+
+    async def drain(self) -> None:
+        """Return once every answer queued before this call is on disk (or the writer is gone)."""
+        target = self._submitted
+        while self._written < target and not self._gone:
+            await self._progress.wait()
+
+    async def run(self) -> None:
+        """Write waiting groups until closed and drained."""
+        try:
+            while not (self._closed and not self._entries):
+                if not self._entries:
+                    await self._wake.wait()
+                    self._wake = anyio.Event()
+                    continue
+                entries, self._entries = self._entries, []
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self.cache.set_many, entries)
+                for key, *_ in entries:
+                    self._unwritten.pop(key, None)
+                self._written += len(entries)
+                progress, self._progress = self._progress, anyio.Event()
+                progress.set()
+        finally:
+            # Cancelled (the run failed): nobody may wait forever for a writer that is gone.
+            self._gone = True
+            self._progress.set()
+
+    def close(self) -> None:
+        """Let `run` return once nothing is waiting."""
+        self._closed = True
+        self._wake.set()
+
+
 class ResultWriter:
     """Buffers finished cells and call records; flushes them every `interval` s or `max_cells` cells."""
 
-    def __init__(self, gateway: StoreGateway, job_id: str, interval: float, max_cells: int) -> None:
+    def __init__(self, gateway: StoreGateway, cache_writer: CacheWriter, job_id: str, interval: float,
+                 max_cells: int) -> None:
         self.gateway = gateway
+        self.cache_writer = cache_writer
         self.job_id = job_id
         self.interval = interval
         self.max_cells = max_cells
@@ -179,63 +246,15 @@ class ResultWriter:
         self._wake.set()
 
     async def flush(self) -> None:
-        """Write everything buffered in one store transaction."""
+        """Write everything buffered in one store transaction, once the answers behind it are cached."""
         if not self.results and not self.calls:
             return
         results, self.results = self.results, []
         calls, self.calls = self.calls, []
         with anyio.CancelScope(shield=True):
+            await self.cache_writer.drain()
             await self.gateway.call(self.gateway.store.record_results, self.job_id, results, calls)
         self.flushes += 1
-
-
-class CacheWriter:
-    """Group commit for the response cache: answers that arrive while one write is on disk go in the next.
-
-    A caller returns only once its answer is on disk, so an answer is cached before its cells can be
-    flushed to the store; grouping turns one SQLite transaction per answer into one per group.
-    """
-
-    def __init__(self, cache: ResponseCache) -> None:
-        self.cache = cache
-        self._entries: list[tuple[str, Answer, float, str]] = []
-        self._written = anyio.Event()
-        self._wake = anyio.Event()
-        self._closed = False
-        self._gone = False
-
-    async def put(self, key: str, answer: Answer, ttl: float, tag: str) -> None:
-        """Write one answer (with whatever else is waiting) and return when it is on disk."""
-        if self._gone:
-            return
-        self._entries.append((key, answer, ttl, tag))
-        written = self._written
-        self._wake.set()
-        # Not shielded: a row cancelled here releases its cells, and the answer still reaches the disk.
-        await written.wait()
-
-    async def run(self) -> None:
-        """Write waiting groups until closed and drained."""
-        try:
-            while not (self._closed and not self._entries):
-                if not self._entries:
-                    await self._wake.wait()
-                    self._wake = anyio.Event()
-                    continue
-                entries, self._entries = self._entries, []
-                written, self._written = self._written, anyio.Event()
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self.cache.set_many, entries)
-                written.set()
-        finally:
-            # Cancelled (the run failed): nobody may wait forever for a writer that is gone.
-            self._gone = True
-            self._written.set()
-
-    def close(self) -> None:
-        """Let `run` return once nothing is waiting."""
-        self._closed = True
-        self._wake.set()
 
 
 class Runner:
@@ -248,8 +267,9 @@ class Runner:
         self.plan = plan
         self.options = options
         self.stats = stats
-        self.writer = ResultWriter(gateway, options.job_id, options.flush_interval, options.flush_cells)
         self.cache_writer = CacheWriter(cache)
+        self.writer = ResultWriter(gateway, self.cache_writer, options.job_id, options.flush_interval,
+                                   options.flush_cells)
         global_slots = anyio.CapacityLimiter(options.concurrency) if options.concurrency else None
         self.guards = {name: ProviderGuard(name, p.limits, global_slots, p.secret_variables)
                        for name, p in plan.providers.items()}
@@ -264,6 +284,7 @@ class Runner:
         self._ready: deque[ClaimedRow] = deque()
         self._ready_cells = 0
         self._claimed_all = False
+        self._claimed_up_to = 0  # the highest task_id claimed so far: the next claim looks past it
         self._rows_added = anyio.Event()
         self._rows_wanted = anyio.Event()
         # Cache lookups done for a whole batch at once: (provider, row_id) -> (key, inputs), key -> answer/None.
@@ -348,10 +369,11 @@ class Runner:
                 with anyio.CancelScope(shield=True):
                     batch = await self.gateway.call(store.claim_batch, plan.sheet_id, plan.fields,
                                                     self.options.job_id, self.options.claim_size,
-                                                    plan.max_row_index)
+                                                    plan.max_row_index, self._claimed_up_to)
                     self.claims += 1
                     if not batch:
                         return
+                    self._claimed_up_to = max(cell.task_id for row in batch for cell in row.cells)
                     await self._prefetch(batch)
                     self._ready.extend(batch)
                     self._ready_cells += sum(len(row.cells) for row in batch)
@@ -485,7 +507,10 @@ class Runner:
             self._record_hit(provider, answer)
             return answer
         if provider.cached and (not self.options.refresh or key in self._fresh):
-            cached = self._prefetched.pop(key) if key in self._prefetched else self.cache.get(key)
+            if key in self._prefetched:
+                cached = self._prefetched.pop(key)
+            else:
+                cached = self.cache_writer.unwritten(key) or self.cache.get(key)
             if cached is not None:
                 self._record_hit(provider, cached)
                 return cached
@@ -496,7 +521,7 @@ class Runner:
                 limits = provider.limits
                 ttl = limits.not_found_ttl if answer.outcome is Outcome.NOT_FOUND else limits.cache_ttl
                 if ttl > 0 and answer.outcome is not Outcome.ERROR:
-                    await self.cache_writer.put(key, answer, ttl, provider.name)
+                    self.cache_writer.put(key, answer, ttl, provider.name)
                     if key in self._prefetched:
                         # Another row of a batch looked up before this answer came will find it here.
                         self._prefetched[key] = answer

@@ -304,18 +304,23 @@ class Store:
             self.con.execute("DROP TABLE _new_tasks")
         return created
 
-    def _apply_row_deltas(self, deltas_sql: str, params: Sequence[Any] | None = None) -> None:
-        """Add counter deltas (row_id, d_total, d_done, d_failed, d_running, d_conf) and restate status."""
+    def _apply_row_deltas(self, deltas_sql: str, params: Sequence[Any] | None = None,
+                          row_range: tuple[int, int] | None = None) -> None:
+        """Add counter deltas (row_id, d_total, d_done, d_failed, d_running, d_conf) and restate status.
+
+        `row_range` (lowest, highest row_id touched) lets DuckDB skip the rest of the table by its zone maps.
+        """
         total = "rows.total_tasks + d.d_total"
         done = "rows.done_tasks + d.d_done"
         failed = "rows.failed_tasks + d.d_failed"
         running = "rows.running_tasks + d.d_running"
+        bounded = " AND rows.row_id BETWEEN ? AND ?" if row_range else ""
         self.con.execute(
             f"UPDATE rows SET total_tasks = {total}, done_tasks = {done}, failed_tasks = {failed}, "
             f"running_tasks = {running}, confidence_sum = rows.confidence_sum + d.d_conf, "
             f"status = {status_sql(total, done, failed, running)} "
-            f"FROM ({deltas_sql}) d WHERE rows.row_id = d.row_id",
-            params or [],
+            f"FROM ({deltas_sql}) d WHERE rows.row_id = d.row_id{bounded}",
+            [*(params or []), *(row_range or ())],
         )
 
     # ---- queue -----------------------------------------------------------------------------
@@ -381,31 +386,49 @@ class Store:
         return [(json.loads(data), names) for data, names in rows]
 
     def claim_batch(self, sheet_id: int, fields: Sequence[str], job_id: str, limit: int,
-                    max_row_index: int | None = None) -> list[ClaimedRow]:
-        """Mark up to `limit` queued cells running, in one transaction, and return them grouped by row."""
-        index_filter = "AND r.row_index < ?" if max_row_index is not None else ""
-        params: list[Any] = [sheet_id, *fields]
-        if max_row_index is not None:
-            params.append(max_row_index)
+                    max_row_index: int | None = None, after: int = 0) -> list[ClaimedRow]:
+        """Mark up to `limit` queued cells with a task_id above `after` running, in one transaction, and return
+        them grouped by row (a run passes the highest task_id it claimed so far).
+
+        Tasks are numbered row by row, so a claim looks at a window of ids past `after` first and at the rest
+        only when the window holds none: no claim scans the whole table.
+        """
+        rows_filter = "AND row_index < ?" if max_row_index is not None else ""
+        window = 8 * limit
         with self._transaction():
-            self.con.execute(
-                f"CREATE OR REPLACE TEMP TABLE _claim AS SELECT t.task_id, t.row_id, t.field FROM tasks t "
-                f"JOIN rows r USING (row_id) WHERE t.sheet_id = ? AND t.status = 'queued' AND NOT r.removed "
-                f"AND t.field IN ({_marks(fields)}) {index_filter} ORDER BY t.task_id LIMIT {int(limit)}",
-                params,
-            )
+            for upper in (after + window, None):
+                params: list[Any] = [sheet_id, after, *([upper] if upper is not None else []), *fields, sheet_id,
+                                     *([max_row_index] if max_row_index is not None else [])]
+                self.con.execute(
+                    "CREATE OR REPLACE TEMP TABLE _claim AS SELECT t.task_id, t.row_id, t.field FROM tasks t "
+                    "WHERE t.sheet_id = ? AND t.status = 'queued' AND t.task_id > ? "
+                    f"{'AND t.task_id <= ? ' if upper is not None else ''}AND t.field IN ({_marks(fields)}) "
+                    f"AND t.row_id IN (SELECT row_id FROM rows WHERE sheet_id = ? AND NOT removed {rows_filter}) "
+                    f"ORDER BY t.task_id LIMIT {int(limit)}",
+                    params,
+                )
+                bounds = self.con.execute(
+                    "SELECT min(task_id), max(task_id), min(row_id), max(row_id) FROM _claim").fetchall()[0]
+                if bounds[0] is not None:
+                    break
+            else:
+                self.con.execute("DROP TABLE _claim")
+                return []
+            low_task, high_task, low_row, high_row = bounds
             self.con.execute(
                 "UPDATE tasks SET status = 'running', attempts = attempts + 1, job_id = ?, updated_at = now() "
-                "FROM _claim c WHERE tasks.task_id = c.task_id",
-                [job_id],
+                "FROM _claim c WHERE tasks.task_id = c.task_id AND tasks.task_id BETWEEN ? AND ?",
+                [job_id, low_task, high_task],
             )
             self._apply_row_deltas(
                 "SELECT row_id, 0 AS d_total, 0 AS d_done, 0 AS d_failed, count(*) AS d_running, "
-                "0.0 AS d_conf FROM _claim GROUP BY row_id"
+                "0.0 AS d_conf FROM _claim GROUP BY row_id", row_range=(low_row, high_row)
             )
             claimed = self.con.execute(
                 "SELECT c.row_id, r.data, list(c.task_id ORDER BY c.task_id), list(c.field ORDER BY c.task_id) "
-                "FROM _claim c JOIN rows r USING (row_id) GROUP BY c.row_id, r.data ORDER BY c.row_id"
+                "FROM _claim c JOIN rows r ON r.row_id = c.row_id AND r.row_id BETWEEN ? AND ? "
+                "GROUP BY c.row_id, r.data ORDER BY c.row_id",
+                [low_row, high_row],
             ).fetchall()
             self.con.execute("DROP TABLE _claim")
         return [
@@ -435,11 +458,14 @@ class Store:
                             "confidence": pl.Float64, "provider": pl.String, "error": pl.String},
                 )
                 self.con.register("_results", frame)
+                task_ids = [r.task_id for r in results]
+                row_ids = [r.row_id for r in results]
                 applied = self.con.sql(
                     "UPDATE tasks SET status = r.status, value = r.value, confidence = r.confidence, "
                     "provider = r.provider, error = r.error, updated_at = now() FROM _results r "
-                    "WHERE tasks.task_id = r.task_id AND tasks.status = 'running' "
-                    "RETURNING tasks.row_id, tasks.status, coalesce(tasks.confidence, 0) AS confidence"
+                    "WHERE tasks.task_id = r.task_id AND tasks.status = 'running' AND tasks.task_id BETWEEN ? AND ? "
+                    "RETURNING tasks.row_id, tasks.status, coalesce(tasks.confidence, 0) AS confidence",
+                    params=[min(task_ids), max(task_ids)],
                 ).to_arrow_table()
                 self.con.unregister("_results")
                 self.con.register("_applied", applied)
@@ -447,7 +473,7 @@ class Store:
                     "SELECT row_id, 0 AS d_total, count(*) FILTER (status = 'done') AS d_done, "
                     "count(*) FILTER (status = 'failed') AS d_failed, -count(*) AS d_running, "
                     "coalesce(sum(confidence) FILTER (status = 'done'), 0) AS d_conf "
-                    "FROM _applied GROUP BY row_id"
+                    "FROM _applied GROUP BY row_id", row_range=(min(row_ids), max(row_ids))
                 )
                 if job_id is not None:
                     self.con.execute(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
-import zlib
+import time
 from pathlib import Path
 
+import diskcache
 import duckdb
 from tests.support.provider_server import ProviderServer
 
@@ -123,6 +124,27 @@ def test_cache_answers_a_new_workspace(tmp_path: Path, provider_server: Provider
     result = glaze("enrich", "leads.csv", "--fields", "industry,website", "--json", env=ENV)
     assert (result.code, provider_server.requests) == (0, []), result.stderr
     assert result.json()["cache_hits"]["acme"] == 7  # seven rows have a domain
+
+
+def test_cache_of_an_older_glaze_is_kept(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
+    """A cache written in diskcache's JSONDisk format (glaze 0.1) is converted when opened: no call is repeated."""
+    setup(tmp_path, provider_server)
+    assert glaze("enrich", "leads.csv", "--fields", "industry", env=ENV).code == 0
+    cache_dir = tmp_path / ".glaze" / "cache"
+    current = diskcache.Cache(str(cache_dir))
+    entries = [(key, *current.get(key, expire_time=True, tag=True)) for key in current.iterkeys()]
+    current.clear()
+    current.close()
+    (cache_dir / "format").unlink()
+    older = diskcache.Cache(str(cache_dir), disk=diskcache.JSONDisk, disk_compress_level=0)
+    for key, value, expire_time, tag in entries:
+        older.set(key, json.loads(value), expire=expire_time - time.time(), tag=tag)
+    older.close()
+    (tmp_path / ".glaze" / "glaze.duckdb").unlink()
+    provider_server.reset()
+    result = glaze("enrich", "leads.csv", "--fields", "industry", "--json", env=ENV)
+    assert (result.code, provider_server.requests) == (0, []), result.stderr
+    assert result.json()["cache_hits"]["acme"] == 7
 
 
 def test_appended_and_changed_rows(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
@@ -262,8 +284,7 @@ def test_cache_folder_is_private_json(tmp_path: Path, provider_server: ProviderS
     cache_dir = tmp_path / ".glaze" / "cache"
     assert cache_dir.stat().st_mode & 0o777 == 0o700
     con = sqlite3.connect(cache_dir / "cache.db")
-    # diskcache's JSONDisk stores zlib-framed JSON text (compression level 0).
-    values = [json.loads(zlib.decompress(v)) for (v,) in con.execute("SELECT value FROM Cache").fetchall()]
+    values = [json.loads(v) for (v,) in con.execute("SELECT value FROM Cache").fetchall()]
     con.close()
     assert values == [{"outcome": "ok", "values": {"industry": "Financial services", "website": "https://stripe.com"},
                        "confidence": 0.9}]
