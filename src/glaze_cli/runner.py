@@ -18,7 +18,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from glaze_cli.cache import ResponseCache, cache_key
 from glaze_cli.errors import PermanentProviderError, ProviderError
-from glaze_cli.limits import ProviderGuard
+from glaze_cli.limits import ProviderGuard, Slots
 from glaze_cli.models import Answer, CallRecord, CellResult, ClaimedRow, Outcome, TaskStatus
 from glaze_cli.providers.base import Provider
 from glaze_cli.store import Store
@@ -270,7 +270,7 @@ class Runner:
         self.cache_writer = CacheWriter(cache)
         self.writer = ResultWriter(gateway, self.cache_writer, options.job_id, options.flush_interval,
                                    options.flush_cells)
-        global_slots = anyio.CapacityLimiter(options.concurrency) if options.concurrency else None
+        global_slots = Slots(options.concurrency) if options.concurrency else None
         self.guards = {name: ProviderGuard(name, p.limits, global_slots, p.secret_variables)
                        for name, p in plan.providers.items()}
         self._inflight: dict[str, _Pending] = {}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 from multidict import CIMultiDict
 
 from glaze_cli.config import Limits
 from glaze_cli.errors import AuthProviderError, ProviderUnavailable, RateLimitedError, TransientProviderError
 from glaze_cli.http_client import parse_retry_after, quota_pause
-from glaze_cli.limits import AUTH_STOP_AFTER, BREAKER_THRESHOLD, CircuitState, ProviderGuard
+from glaze_cli.limits import AUTH_STOP_AFTER, BREAKER_THRESHOLD, CircuitState, ProviderGuard, Slots
 
 
 @pytest.mark.parametrize(("header", "seconds"), [
@@ -79,3 +80,68 @@ def test_429s_do_not_open_the_circuit() -> None:
     for _ in range(BREAKER_THRESHOLD * 3):
         g.failed(RateLimitedError("429", http_status=429, retry_after=0.0))
     assert (g.state, g.failures_in_a_row, g.window) == (CircuitState.CLOSED, 0, 1.0)
+
+
+def test_slots_hold_the_limit_and_hand_over_in_order() -> None:
+    """No more than `limit` holders at once; waiters get slots first come, first served."""
+    async def main() -> tuple[int, list[int]]:
+        slots = Slots(2)
+        holding, peak, order = 0, 0, []
+
+        async def call(i: int) -> None:
+            nonlocal holding, peak
+            await slots.take()
+            holding += 1
+            peak = max(peak, holding)
+            order.append(i)
+            await anyio.sleep(0.01)
+            holding -= 1
+            slots.release()
+
+        async with anyio.create_task_group() as tg:
+            for i in range(6):
+                tg.start_soon(call, i)
+                await anyio.sleep(0)
+        return peak, order
+
+    assert anyio.run(main) == (2, [0, 1, 2, 3, 4, 5])
+
+
+def test_slots_limit_changes_while_calls_wait() -> None:
+    """Raising the limit lets waiting calls in at once; lowering it lets holders finish."""
+    async def main() -> list[int]:
+        slots = Slots(1)
+        seen = []
+        await slots.take()
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(slots.take)
+            await anyio.sleep(0.01)
+            seen.append(slots.used)
+            slots.set_limit(3)
+            await anyio.sleep(0.01)
+            seen.append(slots.used)
+            slots.set_limit(1)
+            slots.release()
+            seen.append(slots.used)  # two holders left, above the new limit: the last waiter still waits
+            slots.release()
+            slots.release()
+            await anyio.sleep(0.01)
+            seen.append(slots.used)  # now it holds the one slot
+        return seen
+
+    assert anyio.run(main) == [1, 3, 2, 1]
+
+
+def test_cancelled_waiter_gives_up_its_place() -> None:
+    """A waiter cancelled before its turn leaves no slot taken and no place in the queue."""
+    async def main() -> tuple[int, int]:
+        slots = Slots(1)
+        await slots.take()
+        with anyio.move_on_after(0.01):
+            await slots.take()
+        slots.release()
+        await slots.take()
+        return slots.used, len(slots._waiters)
+
+    assert anyio.run(main) == (1, 0)
