@@ -9,9 +9,8 @@ from collections import deque
 from enum import StrEnum
 
 import anyio
-from aiolimiter import AsyncLimiter
 
-from glaze_cli.config import Limits
+from glaze_cli.config import Limits, Rate
 from glaze_cli.errors import AuthProviderError, ProviderError, ProviderUnavailable, RateLimitedError
 
 BREAKER_THRESHOLD = 8  # consecutive failed attempts that open the circuit
@@ -71,6 +70,33 @@ class Slots:
             self._waiters.popleft().set()
 
 
+class RateWindow:
+    """At most `count` calls start in any window of `period` seconds: a sliding log of the last starts.
+
+    Written here rather than aiolimiter: with a bucket of one (so no window ever exceeds the rate) it lost
+    the time of every late wake-up and reached 177 of 200 calls/s in the rate-limited benchmark; a bigger
+    bucket would let 2 x rate through in one window. The window is 2% longer than the rate's period, so
+    requests that reach the provider a little sooner than others still count inside its own window.
+    """
+
+    MARGIN = 0.02
+
+    def __init__(self, rate: Rate) -> None:
+        self.count = max(1, int(rate.count))
+        self.period = rate.period * self.count / rate.count * (1 + self.MARGIN)
+        self._starts: deque[float] = deque(maxlen=self.count)
+        self._turn = anyio.Lock()  # first come, first served
+
+    async def acquire(self) -> None:
+        """Wait until one more call may start, and count it as started."""
+        async with self._turn:
+            if len(self._starts) == self.count:
+                wait = self._starts[0] + self.period - time.monotonic()
+                if wait > 0:
+                    await anyio.sleep(wait)
+            self._starts.append(time.monotonic())
+
+
 class _Slot:
     """`async with guard.slot()`: a provider slot (and a global one), after any pause and the rate's spacing."""
 
@@ -120,8 +146,8 @@ class ProviderGuard:
         self.window = float(limits.concurrency)
         self._slots = Slots(limits.concurrency)
         self._global = global_slots
-        # A bucket of one, refilled every 1/rate s: no window of any length ever exceeds the rate.
-        self._rate = AsyncLimiter(1, 1.0 / limits.rate.per_second) if limits.rate else None
+        # No window of the rate's period (plus a margin) ever holds more starts than the rate allows.
+        self._rate = RateWindow(limits.rate) if limits.rate else None
         self.paused_until = 0.0
         self.state = CircuitState.CLOSED
         self.failures_in_a_row = 0

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import anyio
 import pytest
 from multidict import CIMultiDict
 
-from glaze_cli.config import Limits
+from glaze_cli.config import Limits, Rate
 from glaze_cli.errors import AuthProviderError, ProviderUnavailable, RateLimitedError, TransientProviderError
 from glaze_cli.http_client import parse_retry_after, quota_pause
-from glaze_cli.limits import AUTH_STOP_AFTER, BREAKER_THRESHOLD, CircuitState, ProviderGuard, Slots
+from glaze_cli.limits import AUTH_STOP_AFTER, BREAKER_THRESHOLD, CircuitState, ProviderGuard, RateWindow, Slots
 
 
 @pytest.mark.parametrize(("header", "seconds"), [
@@ -145,3 +147,22 @@ def test_cancelled_waiter_gives_up_its_place() -> None:
         return slots.used, len(slots._waiters)
 
     assert anyio.run(main) == (1, 0)
+
+
+def test_rate_window_never_lets_more_than_the_rate_start_in_one_window() -> None:
+    """12 calls at 5 per 0.1 s: the first 5 start at once, and no 0.1 s window ever holds more than 5 starts."""
+    async def main() -> list[float]:
+        window = RateWindow(Rate(5, 0.1))
+        starts = []
+
+        async def call() -> None:
+            await window.acquire()
+            starts.append(time.monotonic())
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(12):
+                tg.start_soon(call)
+        return starts
+
+    starts = sorted(anyio.run(main))
+    assert all(later - first >= 0.1 for first, later in zip(starts, starts[5:], strict=False))
