@@ -109,7 +109,9 @@ def enrich(
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors.")] = False,
 ) -> None:
     """Fill FIELDS for every row of SHEET; re-running continues where the last run stopped."""
-    request = service.EnrichRequest(
+    from glaze_cli import enrich as enrichment  # the runner and providers: other commands start without them
+
+    request = enrichment.EnrichRequest(
         sheet=sheet, fields=tuple(f.strip() for f in fields.split(",")), workspace=workspace, config=config,
         key=key, output=output, rows=rows, retry_failed=retry_failed, refresh=refresh, budget=budget,
         max_runtime=_duration("--max-runtime", max_runtime), concurrency=concurrency, dry_run=dry_run,
@@ -118,12 +120,12 @@ def enrich(
     )
     live = progress if progress is not None else (stderr.is_terminal and not quiet and not as_json)
     if live:
-        summary = service.enrich(request, lambda stats: render.live_progress(stats, stderr))
+        summary = enrichment.enrich(request, lambda stats: render.live_progress(stats, stderr))
     elif not quiet and not as_json:
         every = float(os.environ.get("GLAZE_LOG_EVERY", "10"))
-        summary = service.enrich(request, lambda stats: render.log_progress(stats, stderr, every))
+        summary = enrichment.enrich(request, lambda stats: render.log_progress(stats, stderr, every))
     else:
-        summary = service.enrich(request)
+        summary = enrichment.enrich(request)
     if as_json:
         _print_json(summary.to_json())
     elif not quiet:
@@ -238,25 +240,39 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 def main() -> None:
     """Entry point of the `glaze` console script."""
+    code = _run_app()
+    # Leave without the interpreter's teardown: every file and connection is closed by now, DuckDB's bindings
+    # print nanobind "leaked instance" notices at teardown after an Arrow export, and tearing down a big
+    # run's objects only costs time.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run_app() -> int:
+    """Run the command; returns its exit code (the one error boundary)."""
     try:
         try:
             app()
         except BaseExceptionGroup as group:
             raise _unwrap(group) from None
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except Interrupted as exc:
         stderr.print(exc.message)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt:
         # Commands other than enrich hold nothing worth a clean stop: Ctrl-C ends them with 130, quietly.
-        sys.exit(EXIT_SIGINT)
+        return EXIT_SIGINT
     except GlazeError as exc:
         if os.environ.get("GLAZE_DEBUG") == "1":
             raise
         stderr.print(Text.assemble(("error: ", "red"), exc.message))
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except Exception as exc:
         if os.environ.get("GLAZE_DEBUG") == "1":
             raise
         stderr.print(Text.assemble(("internal error: ", "red"), f"{type(exc).__name__}: {exc}. This is a bug in "
                                    "glaze; run again with GLAZE_DEBUG=1 for the traceback and report it."))
-        sys.exit(70)
+        return 70
+    return 0

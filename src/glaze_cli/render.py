@@ -10,14 +10,15 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from glaze_cli.runner import RunStats
+if TYPE_CHECKING:  # the runner (anyio, aiohttp) is imported only by commands that run it
+    from glaze_cli.runner import RunStats
 
 ROW_STATES = ("idle", "queued", "running", "done", "failed", "ambiguous")
 

@@ -144,7 +144,7 @@ class Store:
         return _Transaction(self.con, self.path)
 
     def _frame(self, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
-        return pl.from_arrow(self.con.sql(sql, params=list(params or [])).to_arrow_table())  # type: ignore[return-value]
+        return pl.DataFrame(self.con.sql(sql, params=list(params or [])))
 
     # ---- sheets and rows -------------------------------------------------------------------
 
@@ -466,7 +466,8 @@ class Store:
                     "WHERE tasks.task_id = r.task_id AND tasks.status = 'running' AND tasks.task_id BETWEEN ? AND ? "
                     "RETURNING tasks.row_id, tasks.status, coalesce(tasks.confidence, 0) AS confidence",
                     params=[min(task_ids), max(task_ids)],
-                ).to_arrow_table()
+                )
+                applied = pl.DataFrame(applied)
                 self.con.unregister("_results")
                 self.con.register("_applied", applied)
                 self._apply_row_deltas(
@@ -730,6 +731,22 @@ class Store:
         return self.con.execute(sql, params or []).fetchall()
 
 
+class ArrowStream:
+    """A polars frame offered to DuckDB through the Arrow C stream interface alone.
+
+    DuckDB reads such an object without pyarrow; handed the frame itself, it imports pyarrow (and numpy),
+    which cost every glaze command ~0.1 s of start-up.
+    """
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: pl.DataFrame) -> None:
+        self.frame = frame
+
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
+        return self.frame.__arrow_c_stream__(requested_schema)
+
+
 class _CountingConnection:
     """A DuckDB connection that counts the statements sent to it (benchmarks report statements per cell)."""
 
@@ -744,6 +761,9 @@ class _CountingConnection:
     def sql(self, query: str, *, params: Any = None) -> duckdb.DuckDBPyRelation:
         self.statements += 1
         return self._con.sql(query, params=params)
+
+    def register(self, name: str, frame: pl.DataFrame) -> None:
+        self._con.register(name, ArrowStream(frame))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._con, name)

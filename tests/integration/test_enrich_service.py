@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 from tests.support.provider_server import ProviderServer
 
+from glaze_cli import enrich as enrichment
 from glaze_cli import service
 from glaze_cli.errors import ConfigError, InputError
 from glaze_cli.store import Store
@@ -30,10 +31,10 @@ outputs = { industry = "industry" }
 """
 
 
-def enrich(tmp_path: Path, sheet: Path, fields: str, **options) -> service.EnrichSummary:
-    request = service.EnrichRequest(sheet=sheet, fields=tuple(fields.split(",")), workspace=tmp_path / ".glaze",
+def enrich(tmp_path: Path, sheet: Path, fields: str, **options) -> enrichment.EnrichSummary:
+    request = enrichment.EnrichRequest(sheet=sheet, fields=tuple(fields.split(",")), workspace=tmp_path / ".glaze",
                                     **options)
-    return service.enrich(request)
+    return enrichment.enrich(request)
 
 
 def sheet_csv(path: Path, domains: list[str]) -> Path:

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from tests.support.provider_server import ProviderServer
 
-from glaze_cli import service
+from glaze_cli import enrich as enrichment
 from glaze_cli.errors import ConfigError
 from glaze_cli.limits import AUTH_STOP_AFTER, BREAKER_THRESHOLD
 
@@ -33,12 +33,12 @@ def _key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run(tmp_path: Path, server: ProviderServer, domains: list[str], *, retries: int = 0, timeout: str = "5s",
-        extra: str = "") -> service.EnrichSummary:
+        extra: str = "") -> enrichment.EnrichSummary:
     (tmp_path / "glaze.toml").write_text(CONFIG.format(base=server.base_url, retries=retries, timeout=timeout)
                                          + extra)
     sheet = tmp_path / "s.csv"
     pl.DataFrame({"domain": domains}).write_csv(sheet)
-    return service.enrich(service.EnrichRequest(sheet=sheet, fields=("industry",), workspace=tmp_path / ".glaze"))
+    return enrichment.enrich(enrichment.EnrichRequest(sheet=sheet, fields=("industry",), workspace=tmp_path / ".glaze"))
 
 
 def state(tmp_path: Path, sql: str) -> list[tuple]:
@@ -72,7 +72,7 @@ def test_5xx_fails_after_retries_and_is_not_cached(tmp_path: Path, provider_serv
     assert (summary.exit_code, summary.failed, provider_server.count("/v1/company")) == (1, 1, 3)
     assert state(tmp_path, "SELECT status, error FROM tasks") == [("failed", "acme: HTTP 503 from 127.0.0.1")]
     provider_server.reset()
-    again = service.enrich(service.EnrichRequest(sheet=tmp_path / "s.csv", fields=("industry",),
+    again = enrichment.enrich(enrichment.EnrichRequest(sheet=tmp_path / "s.csv", fields=("industry",),
                                                  workspace=tmp_path / ".glaze", retry_failed=True))
     assert (again.exit_code, again.filled, provider_server.count("/v1/company")) == (0, 1, 1)
 
@@ -137,7 +137,7 @@ def test_dot_segments_are_refused(tmp_path: Path, provider_server: ProviderServe
         f'[providers.acme]\ntype = "http"\nurl = "{provider_server.base_url}/v1/company/{{domain}}"\n'
         'outputs = { industry = "company.industry" }\nretries = 0\n')
     pl.DataFrame({"domain": [".."]}).write_csv(tmp_path / "s.csv")
-    summary = service.enrich(service.EnrichRequest(sheet=tmp_path / "s.csv", fields=("industry",),
+    summary = enrichment.enrich(enrichment.EnrichRequest(sheet=tmp_path / "s.csv", fields=("industry",),
                                                    workspace=tmp_path / ".glaze"))
     assert (summary.exit_code, provider_server.requests) == (1, [])
     assert state(tmp_path, "SELECT error FROM tasks") == [("acme: column 'domain' value '..' cannot be used in the "
@@ -150,7 +150,7 @@ def test_host_comes_from_the_config(tmp_path: Path) -> None:
                                          'outputs = { industry = "a" }\n')
     pl.DataFrame({"domain": ["evil.example"]}).write_csv(tmp_path / "s.csv")
     with pytest.raises(ConfigError, match="the host must be written out"):
-        service.enrich(service.EnrichRequest(sheet=tmp_path / "s.csv", fields=("industry",),
+        enrichment.enrich(enrichment.EnrichRequest(sheet=tmp_path / "s.csv", fields=("industry",),
                                              workspace=tmp_path / ".glaze"))
 
 

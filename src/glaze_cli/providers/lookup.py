@@ -13,6 +13,7 @@ from glaze_cli.errors import ConfigError, GlazeError
 from glaze_cli.models import Answer, Outcome
 from glaze_cli.providers.base import Provider, ProviderType
 from glaze_cli.sheet import read_sheet
+from glaze_cli.store import ArrowStream
 
 
 class LookupProvider(Provider):
@@ -45,7 +46,7 @@ class LookupProvider(Provider):
         reference = reference.filter(pl.all_horizontal(pl.col(k).is_not_null() for k in keys))
         self._reference = reference.unique(subset=keys, keep="first", maintain_order=True)
         self._con = duckdb.connect(":memory:")
-        self._con.register("_reference", self._reference)
+        self._con.register("_reference", ArrowStream(self._reference))
         self._con.execute("CREATE TABLE reference AS SELECT *, true AS __glaze_hit FROM _reference")
         self._con.unregister("_reference")
         super().__init__(config.name, inputs=list(self.match), outputs=list(self.columns), limits=config.limits,
@@ -63,7 +64,7 @@ class LookupProvider(Provider):
         ).with_row_index("idx")
         conditions = " AND ".join(f'b.k{i} = r."{ref}"' for i, ref in enumerate(self.match.values()))
         outputs = ", ".join(f'r."{col}" AS o{j}' for j, col in enumerate(self.columns.values()))
-        self._con.register("batch", frame)
+        self._con.register("batch", ArrowStream(frame))
         found = self._con.execute(
             f"SELECT b.idx, r.__glaze_hit IS NOT NULL AS hit, {outputs} FROM batch b "
             f"LEFT JOIN reference r ON {conditions} ORDER BY b.idx"
