@@ -308,6 +308,7 @@ def _run(store: Store, cache: ResponseCache, plan: Plan, req: EnrichRequest, sum
             with anyio.CancelScope(shield=True):
                 for provider in plan.providers.values():
                     await provider.close()
+            gateway.close()
 
     fill_started = time.monotonic()
     try:

@@ -4,11 +4,13 @@ and hand results to the store in batches. Writes no SQL: every store call goes t
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -26,17 +28,41 @@ from glaze_cli.store import Store
 T = TypeVar("T")
 
 
+class SerialThread:
+    """One long-lived thread that runs blocking calls one at a time, in order.
+
+    anyio's worker pool spread a run's store and cache calls over a dozen threads as they were handed back
+    and forth, each with its own SQLite connection and malloc arena: a million-row run grew by several hundred
+    MB. One thread per resource keeps one connection and bounded memory. (It relies on the asyncio backend,
+    which is the one glaze runs on.)
+    """
+
+    def __init__(self, name: str) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` on the thread; a caller cancelled meanwhile leaves it to finish there."""
+        return await asyncio.wrap_future(self._executor.submit(function, *args))
+
+    def close(self) -> None:
+        """Let queued calls finish, then end the thread."""
+        self._executor.shutdown(wait=True)
+
+
 class StoreGateway:
-    """Runs store methods in a worker thread, one at a time, so the event loop never blocks on DuckDB."""
+    """Runs store methods on one thread of their own, one at a time, so the event loop never blocks on DuckDB."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._lock = anyio.Lock()
+        self._thread = SerialThread("glaze-store")
 
     async def call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Call `method(*args, **kwargs)` in a thread, serialised with every other store call."""
-        async with self._lock:
-            return await anyio.to_thread.run_sync(lambda: method(*args, **kwargs), abandon_on_cancel=False)
+        """Call `method(*args, **kwargs)` on the store's thread, after every store call made before it."""
+        return await self._thread.run(lambda: method(*args, **kwargs))
+
+    def close(self) -> None:
+        """End the store's thread."""
+        self._thread.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +174,7 @@ class CacheWriter:
 
     def __init__(self, cache: ResponseCache) -> None:
         self.cache = cache
+        self.thread = SerialThread("glaze-cache")  # every cache read and write of the run, on one connection
         self._entries: list[tuple[str, Answer, float, str]] = []
         self._unwritten: dict[str, Answer] = {}
         self._submitted = 0
@@ -186,7 +213,7 @@ class CacheWriter:
                     continue
                 entries, self._entries = self._entries, []
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self.cache.set_many, entries)
+                    await self.thread.run(self.cache.set_many, entries)
                 for key, *_ in entries:
                     self._unwritten.pop(key, None)
                 self._written += len(entries)
@@ -318,6 +345,12 @@ class Runner:
 
     async def run(self) -> None:
         """Claim and process batches until the queue is empty or `stop` is called."""
+        try:
+            await self._run()
+        finally:
+            self.cache_writer.thread.close()
+
+    async def _run(self) -> None:
         async with anyio.create_task_group() as outer:
             outer.start_soon(self.writer.run)
             outer.start_soon(self.cache_writer.run)
@@ -418,7 +451,7 @@ class Runner:
                 if key not in self._prefetched:
                     wanted.append(key)
         if wanted:
-            self._prefetched.update(await anyio.to_thread.run_sync(self.cache.get_many, wanted))
+            self._prefetched.update(await self.cache_writer.thread.run(self.cache.get_many, wanted))
 
     def _release(self, cells: Sequence[Any]) -> None:
         for cell in cells:
