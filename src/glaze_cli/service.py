@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from glaze_cli.cache import ResponseCache
 from glaze_cli.errors import UsageError, WorkspaceBusy
-from glaze_cli.sheet import check_output, default_output, write_sheet
+from glaze_cli.sheet import check_output, default_output, formula_guard_sql, write_atomically
 from glaze_cli.store import SheetInfo, Store
 from glaze_cli.workspace import BRIEF_HOLD_WAIT, Workspace, busy_message, workspace_dir
 
@@ -152,11 +152,13 @@ def export(sheet: Path, workspace: Path | None, output: Path | None, with_meta: 
     """Write the enriched sheet from the state file."""
     target = output or default_output(sheet)
     check_output(target, sheet)
+    guard = formula_guard_sql if formula_guard else None
+    written: list[int] = []
     with _open_store(workspace, "export", wait=wait) as store:
         info = _sheets(store, sheet)[0]
-        frame = store.export_frame(info, with_meta=with_meta)
-    write_sheet(frame, target, guard_columns=info.fields if formula_guard else None)
-    return {"sheet": info.name, "output": str(target), "rows": frame.height, "fields": info.fields}
+        write_atomically(target, lambda tmp, fmt: written.append(
+            store.copy_export(info, tmp, fmt, with_meta=with_meta, guard=guard)))
+    return {"sheet": info.name, "output": str(target), "rows": written[0], "fields": info.fields}
 
 
 def providers(config_path: Path | None, sheet: Path | None) -> list[dict[str, Any]]:

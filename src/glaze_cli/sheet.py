@@ -8,6 +8,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -160,24 +161,26 @@ def formula_guard(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
     return frame.with_columns(guarded) if guarded else frame
 
 
-def write_sheet(frame: pl.DataFrame, path: Path, *, guard_columns: list[str] | None = None) -> None:
-    """Write by suffix to a temporary file beside `path`, then rename it over `path` atomically."""
+def formula_guard_sql(expr: str) -> str:
+    """The formula guard of `formula_guard` as SQL over the text expression `expr` (for DuckDB's writer)."""
+    starts = " OR ".join(f"starts_with({expr}, {_sql_text(start)})" for start in _FORMULA_START)
+    return (f"CASE WHEN ({starts}) AND NOT regexp_full_match({expr}, {_sql_text(_NUMBER.pattern[1:-1])}) "
+            f"THEN {_sql_text(chr(39))} || {expr} ELSE {expr} END")
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def write_atomically(path: Path, write: Callable[[Path, str], object]) -> None:
+    """Call `write(temporary path, format)` for a file beside `path`, then rename it over `path` atomically."""
     fmt = sheet_format(path)
-    if fmt in ("csv", "tsv") and guard_columns:
-        frame = formula_guard(frame, guard_columns)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        if fmt == "csv":
-            frame.write_csv(tmp)
-        elif fmt == "tsv":
-            frame.write_csv(tmp, separator="\t")
-        elif fmt == "parquet":
-            frame.write_parquet(tmp)
-        else:
-            frame.write_ndjson(tmp)
+        write(tmp, fmt)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -185,3 +188,19 @@ def write_sheet(frame: pl.DataFrame, path: Path, *, guard_columns: list[str] | N
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_sheet(frame: pl.DataFrame, path: Path, *, guard_columns: list[str] | None = None) -> None:
+    """Write a frame by the suffix of `path`, atomically (the formula guard on `guard_columns` in CSV/TSV)."""
+    def write(tmp: Path, fmt: str) -> None:
+        guarded = formula_guard(frame, guard_columns) if fmt in ("csv", "tsv") and guard_columns else frame
+        if fmt == "csv":
+            guarded.write_csv(tmp)
+        elif fmt == "tsv":
+            guarded.write_csv(tmp, separator="\t")
+        elif fmt == "parquet":
+            guarded.write_parquet(tmp)
+        else:
+            guarded.write_ndjson(tmp)
+
+    write_atomically(path, write)

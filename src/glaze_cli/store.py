@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -624,37 +624,48 @@ class Store:
             out[name] = r
         return out
 
-    def export_frame(self, sheet: SheetInfo, *, with_meta: bool = False) -> pl.DataFrame:
-        """The sheet's original columns in order, then each field (values, and source/confidence with meta)."""
+    def copy_export(self, sheet: SheetInfo, path: Path, fmt: str, *, with_meta: bool = False,
+                    guard: Callable[[str], str] | None = None) -> int:
+        """Write the enriched sheet to `path` in `fmt` (csv, tsv, parquet, jsonl) straight from DuckDB; returns
+        the rows written.
+
+        The sheet's original columns come first, in order (a field that is a column fills only its empty cells),
+        then each new field (and its `__source` and `__confidence` with meta). `guard(sql)` wraps the SQL of a
+        field's text (the formula guard for CSV and TSV). DuckDB streams the rows to the file, so a million-row
+        sheet is never held as one frame.
+        """
         fields = sheet.fields
+        guard = guard if fmt in ("csv", "tsv") and guard is not None else (lambda expr: expr)
         aggs = []
-        for i in range(len(fields)):
-            aggs.append(f"max(value) FILTER (field = ?) AS v{i}")
-            aggs.append(f"max(provider) FILTER (field = ?) AS s{i}")
-            aggs.append(f"max(confidence) FILTER (field = ? AND status = 'done' AND value IS NOT NULL) AS c{i}")
-        params: list[Any] = [name for name in fields for _ in range(3)]
-        select_aggs = (", " + ", ".join(aggs)) if aggs else ""
-        joined = self._frame(
-            f"WITH t AS (SELECT row_id{select_aggs} FROM tasks WHERE sheet_id = ? GROUP BY row_id) "
-            "SELECT r.data, t.* EXCLUDE (row_id) FROM rows r LEFT JOIN t USING (row_id) "
-            "WHERE r.sheet_id = ? AND NOT r.removed ORDER BY r.row_index",
-            [*params, sheet.sheet_id, sheet.sheet_id],
-        ) if fields else self._frame(
-            "SELECT data FROM rows WHERE sheet_id = ? AND NOT removed ORDER BY row_index", [sheet.sheet_id]
-        )
-        struct = pl.Struct({c: pl.String for c in sheet.columns})
-        out = joined.select(pl.col("data").str.json_decode(struct)).unnest("data")
         for i, name in enumerate(fields):
-            values = joined[f"v{i}"].cast(pl.String)
-            if name in out.columns:
-                out = out.with_columns(pl.when(pl.col(name).is_null() | (pl.col(name) == ""))
-                                       .then(values).otherwise(pl.col(name)).alias(name))
-            else:
-                out = out.with_columns(values.alias(name))
+            literal = _literal(name)
+            aggs.append(f"max(value) FILTER (field = {literal}) AS v{i}")
+            aggs.append(f"max(provider) FILTER (field = {literal}) AS s{i}")
+            aggs.append(f"max(confidence) FILTER (field = {literal} AND status = 'done' AND value IS NOT NULL) "
+                        f"AS c{i}")
+        structure = _literal(json.dumps(dict.fromkeys(sheet.columns, "VARCHAR")))
+        columns: list[tuple[str, str]] = []
+        for name in sheet.columns:
+            expr = f"r.j.{_quote(name)}"
+            if name in fields:
+                i = fields.index(name)
+                expr = guard(f"CASE WHEN {expr} IS NULL OR {expr} = '' THEN t.v{i} ELSE {expr} END")
+            columns.append((name, expr))
+        for i, name in enumerate(fields):
+            if name not in sheet.columns:
+                columns.append((name, guard(f"t.v{i}")))
             if with_meta:
-                out = out.with_columns(joined[f"s{i}"].cast(pl.String).alias(f"{name}__source"),
-                                       joined[f"c{i}"].cast(pl.Float64).alias(f"{name}__confidence"))
-        return out
+                columns += [(f"{name}__source", f"t.s{i}"), (f"{name}__confidence", f"t.c{i}")]
+        tasks = (f"LEFT JOIN (SELECT row_id, {', '.join(aggs)} FROM tasks WHERE sheet_id = {int(sheet.sheet_id)} "
+                 "GROUP BY row_id) t USING (row_id)") if fields else ""
+        query = (f"SELECT {', '.join(f'{expr} AS {_quote(name)}' for name, expr in columns)} FROM "
+                 f"(SELECT row_id, row_index, from_json(data, {structure}) AS j FROM rows "
+                 f"WHERE sheet_id = {int(sheet.sheet_id)} AND NOT removed) r {tasks} ORDER BY r.row_index")
+        # No comment character: DuckDB would otherwise quote every value with a '#' in it (polars does not).
+        options = {"csv": "FORMAT csv, HEADER, COMMENT ''", "tsv": "FORMAT csv, HEADER, COMMENT '', DELIMITER '\t'",
+                   "parquet": "FORMAT parquet", "jsonl": "FORMAT json"}[fmt]
+        written = self.con.execute(f"COPY ({query}) TO {_literal(str(path))} ({options})").fetchall()
+        return int(written[0][0]) if written else 0
 
     def rows_listing(self, sheet: SheetInfo, state: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         """Rows with their status and, for failed cells, the error text."""
@@ -805,6 +816,11 @@ def _write_error(path: Path, error: BaseException) -> StateError:
     reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return StateError(f"{path}: cannot write the state file ({reason}); free disk space or fix the folder's "
                       "permissions and run again: every cell saved before this is kept, the rest stays queued")
+
+
+def _literal(text: str) -> str:
+    """`text` as an SQL string literal (for statements that take no parameters, like COPY)."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _marks(values: Iterable[Any]) -> str:

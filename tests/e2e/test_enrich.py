@@ -10,6 +10,8 @@ from pathlib import Path
 
 import diskcache
 import duckdb
+import polars as pl
+import pytest
 from tests.support.provider_server import ProviderServer
 
 CONFIG = """
@@ -259,6 +261,41 @@ def test_export_with_meta(tmp_path: Path, provider_server: ProviderServer, glaze
     ]
     refused = glaze("export", "leads.csv", "-o", "leads.csv")
     assert refused.code == 2 and "never writes over its input" in refused.stderr
+
+
+def test_formula_guard_in_csv_output(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
+    """A provider's formula-like text gets a leading ' in CSV output (not numbers, not the sheet's own columns)
+    and stays as it is with --no-formula-guard and in Parquet."""
+    provider_server.set_company("evil.example", {"industry": "=HYPERLINK(\"http://x\")", "website": "-5"})
+    provider_server.set_company("at.example", {"industry": "@SUM(A1)", "website": "+ok"})
+    setup(tmp_path, provider_server, [("name", "domain"), ("=1+1", "evil.example"), ("Plain", "at.example")])
+    assert glaze("enrich", "leads.csv", "--fields", "industry,website", env=ENV).code == 0
+    assert [(r["name"], r["industry"], r["website"]) for r in read_csv(tmp_path / "leads.enriched.csv")] == [
+        ("=1+1", "'=HYPERLINK(\"http://x\")", "-5"), ("Plain", "'@SUM(A1)", "'+ok")]
+    assert glaze("export", "leads.csv", "-o", "raw.csv", "--no-formula-guard").code == 0
+    assert [r["industry"] for r in read_csv(tmp_path / "raw.csv")] == ["=HYPERLINK(\"http://x\")", "@SUM(A1)"]
+    assert glaze("export", "leads.csv", "-o", "out.parquet").code == 0
+    assert pl.read_parquet(tmp_path / "out.parquet")["industry"].to_list() == ["=HYPERLINK(\"http://x\")",
+                                                                              "@SUM(A1)"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet", ".jsonl"])
+def test_output_formats_keep_text(tmp_path: Path, provider_server: ProviderServer, glaze, suffix: str) -> None:
+    """Every output format keeps the sheet's text as text (00123, quotes, commas; an empty cell is null) and adds
+    the fields."""
+    setup(tmp_path, provider_server, [("id", "name", "domain"), ("00123", 'Acme "Labs", Inc', "stripe.com"),
+                                      ("7", "", "unknown.example")])
+    assert glaze("enrich", "leads.csv", "--fields", "industry", "-o", f"out{suffix}", env=ENV).code == 0
+    path = tmp_path / f"out{suffix}"
+    if suffix == ".parquet":
+        frame = pl.read_parquet(path)
+    elif suffix == ".jsonl":
+        frame = pl.read_ndjson(path)
+    else:
+        frame = pl.read_csv(path, separator="\t" if suffix == ".tsv" else ",", infer_schema=False)
+    assert frame.columns == ["id", "name", "domain", "industry"]
+    assert frame.rows() == [("00123", 'Acme "Labs", Inc', "stripe.com", "Financial services"),
+                            ("7", None, "unknown.example", None)]
 
 
 def test_reconcile_repairs_drift(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
