@@ -17,7 +17,6 @@ from rich.console import Console
 from rich.text import Text
 
 from glaze_cli import __version__, render, service
-from glaze_cli.config import parse_duration
 from glaze_cli.errors import ConfigError, GlazeError, UsageError
 from glaze_cli.interrupts import EXIT_SIGINT, Interrupted
 
@@ -48,6 +47,8 @@ WaitOpt = Annotated[str | None, typer.Option(
 def _duration(option: str, text: str | None) -> float | None:
     if text is None:
         return None
+    from glaze_cli.config import parse_duration  # config brings pydantic: only the commands that need it load it
+
     try:
         return parse_duration(text)
     except (ValueError, ConfigError):

@@ -146,6 +146,12 @@ class Store:
     def _frame(self, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
         return pl.DataFrame(self.con.sql(sql, params=list(params or [])))
 
+    def _dicts(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        """A small result as dicts (no Arrow round trip: status answers in a few milliseconds)."""
+        cursor = self.con.execute(sql, list(params or []))
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
     # ---- sheets and rows -------------------------------------------------------------------
 
     def find_sheet(self, path_or_name: str) -> SheetInfo | None:
@@ -554,8 +560,7 @@ class Store:
 
     def job(self, job_id: str) -> dict[str, Any]:
         """One job's counters."""
-        frame = self._frame("SELECT * FROM jobs WHERE job_id = ?", [job_id])
-        return frame.to_dicts()[0]
+        return self._dicts("SELECT * FROM jobs WHERE job_id = ?", [job_id])[0]
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -567,24 +572,25 @@ class Store:
         ).fetchall())
         rows = {"total": sum(row_counts.values())}
         rows.update({s: row_counts.get(s, 0) for s in ("idle", "queued", "running", "done", "failed", "ambiguous")})
-        per_field = self._frame(
+        per_field = self._dicts(
             "SELECT t.field, count(*) FILTER (t.status = 'queued') AS queued, "
             "count(*) FILTER (t.status = 'running') AS running, count(*) FILTER (t.status = 'done') AS done, "
             "count(*) FILTER (t.status = 'failed') AS failed, "
             "count(*) FILTER (t.status = 'done' AND t.value IS NOT NULL) AS filled, count(*) AS total "
-            "FROM tasks t JOIN rows r USING (row_id) WHERE t.sheet_id = ? AND NOT r.removed GROUP BY t.field",
-            [sid],
+            "FROM tasks t WHERE t.sheet_id = ? AND t.row_id NOT IN "
+            "(SELECT row_id FROM rows WHERE sheet_id = ? AND removed) GROUP BY t.field",
+            [sid, sid],
         )
-        by_field = {r["field"]: r for r in per_field.to_dicts()}
+        by_field = {r["field"]: r for r in per_field}
         ordered = [f for f in sheet.fields if f in by_field] + sorted(set(by_field) - set(sheet.fields))
         keys = ("total", "queued", "running", "done", "failed", "filled")
         tasks = {k: sum(by_field[f][k] for f in ordered) for k in keys}
         fields = {f: {k: by_field[f][k] for k in ("done", "failed", "filled", "queued", "running", "total")}
                   for f in ordered}
-        jobs = self._frame(
+        jobs = self._dicts(
             "SELECT job_id, started_at, finished_at, exit_code, total_tasks, done_tasks, failed_tasks, calls, "
             "cache_hits, spend FROM jobs WHERE sheet_id = ? ORDER BY started_at DESC LIMIT 1", [sid]
-        ).to_dicts()
+        )
         last_job = None
         if jobs:
             job = jobs[0]
@@ -600,25 +606,24 @@ class Store:
     def provider_stats(self, sheet_id: int | None = None) -> dict[str, dict[str, Any]]:
         """Calls, cache hits, failures, retries, latency quantiles and cost per provider."""
         where, params = ("WHERE j.sheet_id = ?", [sheet_id]) if sheet_id is not None else ("", [])
-        frame = self._frame(
+        found = self._dicts(
             "SELECT c.provider, count(*) FILTER (NOT c.cache_hit) AS calls, "
             "count(*) FILTER (c.cache_hit) AS cache_hits, "
             "count(*) FILTER (NOT c.cache_hit AND c.outcome = 'error') AS failures, "
             "count(*) FILTER (NOT c.cache_hit AND c.outcome = 'ok') AS answered, "
             "count(*) FILTER (NOT c.cache_hit AND c.outcome = 'not_found') AS not_found, "
             "count(*) FILTER (NOT c.cache_hit AND c.attempt > 1) AS retries, "
-            "quantile_cont(c.latency_ms, 0.5) FILTER (NOT c.cache_hit) AS p50_ms, "
-            "quantile_cont(c.latency_ms, 0.95) FILTER (NOT c.cache_hit) AS p95_ms, "
-            "quantile_cont(c.latency_ms, 0.99) FILTER (NOT c.cache_hit) AS p99_ms, "
+            "quantile_cont(c.latency_ms, [0.5, 0.95, 0.99]) FILTER (NOT c.cache_hit) AS quantiles, "
             "coalesce(sum(c.cost), 0) AS cost "
             f"FROM provider_calls c LEFT JOIN jobs j USING (job_id) {where} GROUP BY c.provider ORDER BY c.provider",
             params,
         )
         out = {}
-        for r in frame.to_dicts():
+        for r in found:
             name = r.pop("provider")
-            for q in ("p50_ms", "p95_ms", "p99_ms"):
-                r[q] = round(r[q] or 0.0, 1)
+            quantiles = r.pop("quantiles") or [None, None, None]
+            for q, value in zip(("p50_ms", "p95_ms", "p99_ms"), quantiles, strict=True):
+                r[q] = round(value or 0.0, 1)
             r["cost"] = round(r["cost"], 6)
             r["outcomes"] = {"ok": r.pop("answered"), "not_found": r.pop("not_found"), "error": r["failures"]}
             out[name] = r
@@ -671,7 +676,7 @@ class Store:
         """Rows with their status and, for failed cells, the error text."""
         where = "AND r.status = ?" if state else ""
         params: list[Any] = [sheet.sheet_id] + ([state] if state else [])
-        frame = self._frame(
+        return self._dicts(
             "SELECT r.row_index + 1 AS row, r.row_key AS key, r.status, r.done_tasks AS done, "
             "r.failed_tasks AS failed, r.total_tasks AS total, "
             "(SELECT string_agg(t.field || ': ' || coalesce(t.error, 'failed'), '; ' ORDER BY t.field) "
@@ -679,7 +684,6 @@ class Store:
             f"FROM rows r WHERE r.sheet_id = ? AND NOT r.removed {where} ORDER BY r.row_index LIMIT {int(limit)}",
             params,
         )
-        return frame.to_dicts()
 
     # ---- reconcile -------------------------------------------------------------------------
 
@@ -698,18 +702,20 @@ class Store:
     )
 
     def check_counters(self, sheet_id: int | None = None) -> Drift:
-        """Rows whose counters or status differ from a recount of their tasks; changes nothing."""
+        """Rows whose counters or status differ from a recount of their tasks (how many, and the first ten);
+        changes nothing."""
         where, params = ("AND r.sheet_id = ?", [sheet_id]) if sheet_id is not None else ("", [])
-        frame = self._frame(
+        drifted = f"FROM rows r JOIN ({self._RECOUNT}) x USING (row_id) WHERE ({self._DRIFT}) {where}"
+        examples = self._dicts(
             f"SELECT r.row_id, r.row_index + 1 AS row, r.status, "
             f"{status_sql('x.total', 'x.done', 'x.failed', 'x.running')} AS recounted_status, "
             "r.total_tasks, x.total AS recounted_total, r.done_tasks, x.done AS recounted_done, "
             "r.failed_tasks, x.failed AS recounted_failed, r.running_tasks, x.running AS recounted_running "
-            f"FROM rows r JOIN ({self._RECOUNT}) x USING (row_id) WHERE ({self._DRIFT}) {where} "
-            "ORDER BY r.row_id",
+            f"{drifted} ORDER BY r.row_id LIMIT 10",
             params,
         )
-        return Drift(frame.height, frame.head(10).to_dicts())
+        count = self.con.execute(f"SELECT count(*) {drifted}", params).fetchall()[0][0] if examples else 0
+        return Drift(count, examples)
 
     def rebuild_counters(self, sheet_id: int | None = None) -> Drift:
         """Rebuild every counter and status from tasks, set-based; returns the drift it repaired."""
