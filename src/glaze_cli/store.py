@@ -393,8 +393,8 @@ class Store:
 
     def claim_batch(self, sheet_id: int, fields: Sequence[str], job_id: str, limit: int,
                     max_row_index: int | None = None, after: int = 0) -> list[ClaimedRow]:
-        """Mark up to `limit` queued cells with a task_id above `after` running, in one transaction, and return
-        them grouped by row (a run passes the highest task_id it claimed so far).
+        """Mark about `limit` queued cells with a task_id above `after` running, in one transaction, and return
+        them grouped by row, whole rows only (a run passes the highest task_id it claimed so far).
 
         Tasks are numbered row by row, so a claim looks at a window of ids past `after` first and at the rest
         only when the window holds none: no claim scans the whole table.
@@ -412,6 +412,15 @@ class Store:
                     f"AND t.row_id IN (SELECT row_id FROM rows WHERE sheet_id = ? AND NOT removed {rows_filter}) "
                     f"ORDER BY t.task_id LIMIT {int(limit)}",
                     params,
+                )
+                # The rest of the last row's cells too, so no row is split between two claims (its second
+                # part would ask the same provider again, if only of the cache).
+                self.con.execute(
+                    "INSERT INTO _claim SELECT t.task_id, t.row_id, t.field FROM tasks t, "
+                    "(SELECT row_id, task_id FROM _claim ORDER BY task_id DESC LIMIT 1) last "
+                    "WHERE t.row_id = last.row_id AND t.task_id > last.task_id AND t.status = 'queued' "
+                    f"AND t.field IN ({_marks(fields)})",
+                    list(fields),
                 )
                 bounds = self.con.execute(
                     "SELECT min(task_id), max(task_id), min(row_id), max(row_id) FROM _claim").fetchall()[0]

@@ -101,3 +101,19 @@ class QueueMachine(RuleBasedStateMachine):
 QueueMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None,
                                           suppress_health_check=[HealthCheck.too_slow])
 TestQueueCounters = QueueMachine.TestCase
+
+
+def test_a_claim_takes_whole_rows(tmp_path: Path) -> None:
+    """A claim that reaches its limit in the middle of a row takes the rest of that row too, so no row's
+    provider is asked twice by one run (once per part)."""
+    with Store(tmp_path / "glaze.duckdb") as store:
+        frame = pl.DataFrame({"domain": [f"d{i}.example" for i in range(5)]})
+        sheet_id = store.load_sheet(tmp_path / "sheet.csv", frame, "domain").sheet.sheet_id
+        store.add_fields(sheet_id, FIELDS, [])
+        first = store.claim_batch(sheet_id, FIELDS, "job", 4)
+        assert [len(row.cells) for row in first] == [3, 3]
+        after = max(cell.task_id for row in first for cell in row.cells)
+        second = store.claim_batch(sheet_id, FIELDS, "job", 4, after=after)
+        assert [len(row.cells) for row in second] == [3, 3]
+        assert {row.row_id for row in first}.isdisjoint(row.row_id for row in second)
+        assert store.check_counters(sheet_id).rows == 0
