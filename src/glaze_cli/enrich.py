@@ -6,6 +6,7 @@ the runner, the providers and their HTTP client.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import threading
@@ -31,6 +32,9 @@ from glaze_cli.service import FAILING_ROWS_PUBLISHED, PUBLISH_EVERY, open_worksp
 from glaze_cli.sheet import check_output, default_output, formula_guard_sql, read_sheet, write_atomically
 from glaze_cli.store import Store
 from glaze_cli.workspace import BRIEF_HOLD_WAIT, Workspace
+
+# uvloop (not on Windows) runs anyio's event loop in C: the provider-bound benchmark's client used a tenth less CPU.
+HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
 
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_STOPPED = 0, 1, 3
 
@@ -312,7 +316,7 @@ def _run(store: Store, cache: ResponseCache, plan: Plan, req: EnrichRequest, sum
 
     fill_started = time.monotonic()
     try:
-        anyio.run(main, backend="asyncio")
+        anyio.run(main, backend="asyncio", backend_options={"use_uvloop": HAVE_UVLOOP})
     finally:
         interrupts.on_first = None
     summary.fill_s = time.monotonic() - fill_started
