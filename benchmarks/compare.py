@@ -18,6 +18,7 @@ Every wall time is a whole command as a user runs it (start-up included), median
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
@@ -35,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import REPO, median, provider_server, run_glaze
+
+BASELINE = REPO / "benchmarks" / "baseline.json"
 
 FIELDS = ["industry", "website", "name"]
 
@@ -220,7 +223,8 @@ def engine(root: Path, sizes: Sizes, report: Report) -> None:
     wall = median([r.wall_s for r in runs])
     fill = median([r.summary["fill_s"] for r in runs])
     statements = runs[-1].summary["db_statements"]
-    report.figures["engine"] = {"cells_per_s": cells / wall, "statements_per_cell": statements / cells}
+    report.figures["engine"] = {"cells_per_s": cells / wall, "statements_per_cell": statements / cells,
+                                "peak_rss_mb": max(r.max_rss_mb for r in runs)}
     report.table(
         "Engine overhead",
         f"The simulated provider at 0 latency, {sizes.engine_rows:,} rows x 2 fields = {cells:,} cells; median of "
@@ -275,6 +279,7 @@ def chart(report: Report, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     styles = {"glaze": "o-", "peer (a call per row)": "s--", "bound": "k:"}
@@ -283,6 +288,10 @@ def chart(report: Report, path: Path) -> None:
         ax.plot(xs, ys, styles.get(name, "o-"), label=name)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    concurrencies = sorted({x for points in report.sweep.values() for x, _ in points})
+    ax.set_xticks(concurrencies, [str(c) for c in concurrencies])
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.set_xlabel("concurrency (calls in flight)")
     ax.set_ylabel("wall time, s (log)")
     ax.set_title("Wall time against concurrency (whole command, start-up included)")
@@ -291,6 +300,58 @@ def chart(report: Report, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _ratio(figures: dict[str, Any], base: dict[str, Any]) -> tuple[float | None, float | None]:
+    now = figures.get("provider_bound")
+    if not now:
+        return None, None
+    glaze, peer = now["glaze"]["wall_s"], now["peer, a call per row"]["wall_s"]
+    return base["provider_bound"]["glaze_s"] / base["provider_bound"]["peer_s"], glaze / peer
+
+
+def targets(report: Report) -> None:
+    """The issue's targets: the baseline (benchmarks/baseline.json), this run, and whether each is met."""
+    base = json.loads(BASELINE.read_text(encoding="utf-8"))
+    fig = report.figures
+    rows: list[Sequence[Any]] = []
+
+    def add(measure: str, target: str, before: Any, now: Any, met: bool | None) -> None:
+        rows.append((measure, target, before, now, "-" if met is None else ("yes" if met else "no")))
+
+    if "provider_bound" in fig:
+        pb = fig["provider_bound"]
+        bound = pb["bound (rows x latency / concurrency)"]["wall_s"]
+        before_ratio, ratio = _ratio(fig, base)
+        add("provider-bound: glaze wall / peer wall", "<= 1.10", before_ratio, ratio, ratio <= 1.10)
+        eff = pb["glaze"]["efficiency"]
+        add("provider-bound: efficiency (bound / wall, start-up included)", ">= 0.85",
+            bound / base["provider_bound"]["glaze_s"], eff, eff >= 0.85)
+        per_row = pb["glaze"]["calls"] / pb["bound (rows x latency / concurrency)"]["calls"]
+        add("provider-bound: calls per row", "1", base["provider_bound"]["calls_per_row"], per_row, per_row == 1)
+    if "rate_limited" in fig:
+        rl, b = fig["rate_limited"], base["rate_limited"]
+        add("rate-limited: wall / (calls / rate)", "<= 1.05", b["wall_s"] / b["bound_s"],
+            rl["wall_s"] / rl["bound_s"], rl["wall_s"] / rl["bound_s"] <= 1.05)
+        add("rate-limited: requests over the limit", "0", b["over_limit"], rl["over_limit"], rl["over_limit"] == 0)
+    if "engine" in fig:
+        en, b = fig["engine"], base["engine"]
+        add("engine: cells/s, whole command", ">= 20,000", b["cells_per_s"], en["cells_per_s"],
+            en["cells_per_s"] >= 20_000)
+        add("engine: DuckDB statements per cell", "<= 0.01", f"{b['statements_per_cell']:.5f}",
+            f"{en['statements_per_cell']:.5f}", en["statements_per_cell"] <= 0.01)
+        add("engine: peak RSS MB (400k cells)", "-", b["peak_rss_mb"], en["peak_rss_mb"], None)
+    if "scale" in fig:
+        sc, b = fig["scale"], base["scale"]
+        add("scale: load s (1M rows)", "<= 10", b["load_s"], sc["load_s"], sc["load_s"] <= 10)
+        add("scale: peak RSS MB", "<= 1,024", b["peak_rss_mb"], sc["peak_rss_mb"], sc["peak_rss_mb"] <= 1024)
+        add("scale: glaze status s", "<= 0.5", b["status_s"], sc["status_s"], sc["status_s"] <= 0.5)
+        add("scale: glaze reconcile s", "<= 3", b["reconcile_s"], sc["reconcile_s"], sc["reconcile_s"] <= 3)
+    if rows:
+        intro = (f"Before: {base['source']} (that whole run: [baseline.md](baseline.md)). Now: this run, the tables "
+                 "below. What changed in between, and why: [changes.md](changes.md).")
+        report.table("Targets: before and now", intro, ["measure", "target", "before", "now", "met"], rows)
+        report.sections.insert(0, report.sections.pop())  # first in the file
 
 
 SCENARIOS = {"provider-bound": provider_bound, "sweep": sweep, "rate-limited": rate_limited, "engine": engine,
@@ -308,9 +369,14 @@ def main() -> None:
     if args.repeat:
         sizes.repeat = args.repeat
     report = Report()
+    # As `pip install` does: an editable install (and PYTHONDONTWRITEBYTECODE, set on these machines) would
+    # otherwise compile glaze's own modules again at every start (~30 ms a command here).
+    compileall.compile_dir(REPO / "src", quiet=1)
     with tempfile.TemporaryDirectory(prefix="glaze-bench-") as tmp:
         for name in args.only or list(SCENARIOS):
             SCENARIOS[name](Path(tmp), sizes, report)
+    if not args.smoke:
+        targets(report)
     command = "python -m benchmarks.compare" + (" --smoke" if args.smoke else "") + "".join(
         f" --only {name}" for name in args.only or [])
     header = (f"# Benchmark results\n\nMeasured {date.today().isoformat()} on this machine ({os.cpu_count()} cores, "
