@@ -18,8 +18,9 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = out.read_text()
     sections = [line for line in text.splitlines() if line.startswith("## ")]
-    assert sections == ["## Provider-bound", "## Concurrency sweep", "## Rate-limited", "## Engine overhead",
-                        "## Scale"]
+    assert sections == ["## Targets: before and now", "## Provider-bound", "## Concurrency sweep", "## Rate-limited",
+                        "## Engine overhead", "## Scale"]
+    assert "| scale: glaze reconcile s | <= 3 |" in text
     figures = json.loads(out.with_suffix(".json").read_text())
     assert figures["provider_bound"]["glaze"]["calls"] == 300
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
