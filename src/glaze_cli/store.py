@@ -456,8 +456,14 @@ class Store:
                        calls: Sequence[CallRecord]) -> None:
         """One transaction: finished cells, row counter deltas, job counters and provider call records.
 
-        A result whose task is no longer `running` is ignored, so counters cannot double-count.
+        A result whose task is no longer `running` is ignored, and so is a second result for one task in the
+        same batch (the first wins), so counters cannot double-count.
         """
+        if len({r.task_id for r in results}) < len(results):
+            first: dict[int, CellResult] = {}
+            for result in results:
+                first.setdefault(result.task_id, result)
+            results = list(first.values())
         with self._transaction():
             if results:
                 frame = pl.DataFrame(

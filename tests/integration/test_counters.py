@@ -117,3 +117,24 @@ def test_a_claim_takes_whole_rows(tmp_path: Path) -> None:
         assert [len(row.cells) for row in second] == [3, 3]
         assert {row.row_id for row in first}.isdisjoint(row.row_id for row in second)
         assert store.check_counters(sheet_id).rows == 0
+
+
+def test_two_results_for_one_task_in_one_batch_count_once(tmp_path: Path) -> None:
+    """Found by the state machine above (once, in CI): a row claimed, re-queued by a restart and claimed again
+    had both claims' results in one batch, and its counters counted a cell done twice. DuckDB's UPDATE ... FROM
+    with two source rows for one task takes either, and its RETURNING can name the task twice; the store now
+    keeps the first result of a task in a batch, which this test sees deterministically by the value."""
+    with Store(tmp_path / "glaze.duckdb") as store:
+        frame = pl.DataFrame({"domain": ["d0.example"]})
+        sheet_id = store.load_sheet(tmp_path / "sheet.csv", frame, "domain").sheet.sheet_id
+        store.add_fields(sheet_id, FIELDS[:2], [])
+        (row,) = store.claim_batch(sheet_id, FIELDS[:2], "job", 1)
+        store.requeue_running()
+        store.claim_batch(sheet_id, FIELDS[:2], "job", 1)
+        first, second = row.cells
+        store.record_results("job", [CellResult(first.task_id, first.row_id, TaskStatus.DONE, "a", 0.5, "p"),
+                                     CellResult(second.task_id, second.row_id, TaskStatus.DONE, "c", 0.5, "p"),
+                                     CellResult(first.task_id, first.row_id, TaskStatus.DONE, "b", 0.9, "p")], [])
+        drift = store.check_counters(sheet_id)
+        assert (drift.rows, drift.examples) == (0, [])
+        assert store.con.execute("SELECT value FROM tasks ORDER BY task_id").fetchall() == [("a",), ("c",)]
