@@ -27,6 +27,7 @@ from glaze_cli.errors import (
     RejectedError,
     TransientProviderError,
 )
+from glaze_cli.limits import mark_sent
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
 ERROR_BODY_BYTES = 64 * 1024  # how much of a 4xx body is read for its explanation
@@ -35,9 +36,10 @@ ERROR_BODY_BYTES = 64 * 1024  # how much of a 4xx body is read for its explanati
 class HttpClient:
     """One provider's connection pool, sized to its concurrency; open it inside the event loop."""
 
-    def __init__(self, *, timeout: float, max_connections: int) -> None:
+    def __init__(self, *, timeout: float, max_connections: int, rate_limited: bool = False) -> None:
         self.timeout = timeout
         self.max_connections = max_connections
+        self.rate_limited = rate_limited
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
@@ -50,8 +52,14 @@ class HttpClient:
 
     def _build(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0, ttl_dns_cache=300)
+        traces = []
+        if self.rate_limited:
+            # A provider with a rate counts arrivals: its rate window counts each call from when it was sent.
+            sent = aiohttp.TraceConfig()
+            sent.on_request_headers_sent.append(_mark_sent)
+            traces.append(sent)
         return aiohttp.ClientSession(connector=connector, timeout=self.timeout_for(self.timeout), trust_env=False,
-                                     headers={"user-agent": f"glaze/{__version__}"})
+                                     headers={"user-agent": f"glaze/{__version__}"}, trace_configs=traces)
 
     def timeout_for(self, seconds: float) -> aiohttp.ClientTimeout:
         """The whole-call timeout of `seconds` (connecting gets at most 5 s of it), built once per value."""
@@ -71,9 +79,13 @@ class HttpClient:
             self._session = None
 
 
-def build_client(*, timeout: float, max_connections: int) -> HttpClient:
+async def _mark_sent(*_: Any) -> None:
+    mark_sent()
+
+
+def build_client(*, timeout: float, max_connections: int, rate_limited: bool = False) -> HttpClient:
     """An HTTP client for one provider, with its own pool sized to its concurrency."""
-    return HttpClient(timeout=timeout, max_connections=max_connections)
+    return HttpClient(timeout=timeout, max_connections=max_connections, rate_limited=rate_limited)
 
 
 def with_params(url: str, params: Mapping[str, str] | None) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from contextvars import ContextVar, Token
 from enum import StrEnum
 
 import anyio
@@ -16,6 +17,17 @@ from glaze_cli.errors import AuthProviderError, ProviderError, ProviderUnavailab
 BREAKER_THRESHOLD = 8  # consecutive failed attempts that open the circuit
 BREAKER_COOLDOWN = 30.0  # seconds before a probe call may close it again
 AUTH_STOP_AFTER = 3  # rejected keys before the provider is stopped for the run
+
+#: The start the rate window counted for the call this task is making; `mark_sent` moves it to when the
+#: request actually left, since a busy event loop can send a call some milliseconds after its turn.
+_CALL_START: ContextVar[list[float] | None] = ContextVar("glaze_call_start", default=None)
+
+
+def mark_sent() -> None:
+    """Called by the HTTP client once a request is on the wire: count the call from now in its rate window."""
+    start = _CALL_START.get()
+    if start is not None:
+        start[0] = max(start[0], time.monotonic())
 
 
 class CircuitState(StrEnum):
@@ -75,14 +87,15 @@ class RateWindow:
 
     Written here rather than aiolimiter: with a bucket of one (so no window ever exceeds the rate) it lost
     the time of every late wake-up and reached 177 of 200 calls/s in the rate-limited benchmark; a bigger
-    bucket would let 2 x rate through in one window. The window is longer than the rate's period by 2% or
-    40 ms, whichever is more: a provider counts arrivals, and a request can reach its count later than the
-    one sent a period after it (margins of 20 and 30 ms still drew 429s from the loopback provider on this
-    2-core machine; 40 ms drew none in 5 runs of 2,000 calls).
+    bucket would let 2 x rate through in one window. A provider counts arrivals, so each call is counted
+    from when its request was sent (`mark_sent`, from the HTTP client), not from when it took its turn: a
+    busy event loop can send a call tens of milliseconds late. The window is longer than the rate's period
+    by 2% or 30 ms, whichever is more, for the jitter on the provider's side (20 ms drew a rare 429 from
+    the loopback provider on this 2-core machine, 30 ms none in 16 runs of 2,000 calls).
     """
 
     MARGIN = 0.02
-    MIN_MARGIN = 0.04  # seconds
+    MIN_MARGIN = 0.03  # seconds
 
     def __init__(self, rate: Rate) -> None:
         self.count = max(1, int(rate.count))
@@ -91,28 +104,32 @@ class RateWindow:
         # Never faster than twice the rate, even with a window to spare: a burst of starts leaves the event loop
         # late in sending them, and late sends bunch up at the provider.
         self.gap = period / self.count / 2
-        self._starts: deque[float] = deque(maxlen=self.count)
+        self._starts: deque[list[float]] = deque(maxlen=self.count)
         self._turn = anyio.Lock()  # first come, first served
 
-    async def acquire(self) -> None:
-        """Wait until one more call may start, and count it as started."""
+    async def acquire(self) -> list[float]:
+        """Wait until one more call may start, and count it as started; returns its start, a one-item list
+        that `mark_sent` moves later if the request leaves late."""
         async with self._turn:
             now = time.monotonic()
-            wait = self._starts[-1] + self.gap - now if self._starts else 0.0
+            wait = self._starts[-1][0] + self.gap - now if self._starts else 0.0
             if len(self._starts) == self.count:
-                wait = max(wait, self._starts[0] + self.period - now)
+                wait = max(wait, self._starts[0][0] + self.period - now)
             if wait > 0:
                 await anyio.sleep(wait)
-            self._starts.append(time.monotonic())
+            start = [time.monotonic()]
+            self._starts.append(start)
+            return start
 
 
 class _Slot:
     """`async with guard.slot()`: a provider slot (and a global one), after any pause and the rate's spacing."""
 
-    __slots__ = ("guard",)
+    __slots__ = ("guard", "_counted")
 
     def __init__(self, guard: ProviderGuard) -> None:
         self.guard = guard
+        self._counted: Token[list[float] | None] | None = None
 
     async def __aenter__(self) -> None:
         guard = self.guard
@@ -126,7 +143,7 @@ class _Slot:
                 if guard.paused_until > time.monotonic():
                     await guard._wait_pause()
                 if guard._rate is not None:
-                    await guard._rate.acquire()
+                    self._counted = _CALL_START.set(await guard._rate.acquire())
             except BaseException:
                 guard._slots.release()
                 raise
@@ -136,6 +153,8 @@ class _Slot:
             raise
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._counted is not None:
+            _CALL_START.reset(self._counted)
         self.guard._slots.release()
         if self.guard._global is not None:
             self.guard._global.release()

@@ -166,3 +166,29 @@ def test_rate_window_never_lets_more_than_the_rate_start_in_one_window() -> None
 
     starts = sorted(anyio.run(main))
     assert all(later - first >= 0.1 for first, later in zip(starts, starts[5:], strict=False))
+
+
+def test_a_rated_call_counts_from_when_its_request_was_sent(provider_server) -> None:
+    """A provider counts arrivals, so a call's place in the rate window is moved to when aiohttp actually put
+    the request on the wire (a busy event loop can send it later than its turn). Real aiohttp, real server."""
+    from glaze_cli.http_client import build_client, request_json
+
+    async def main() -> None:
+        guard = ProviderGuard("p", Limits(concurrency=1, rate=Rate(5, 1.0)))
+        client = build_client(timeout=10.0, max_connections=1, rate_limited=True)
+        await client.open()
+        try:
+            async with guard.slot():
+                (start,) = guard._rate._starts
+                counted = start[0]
+                time.sleep(0.01)  # the event loop is busy elsewhere before this call gets to send
+                before_send = time.monotonic()
+                await request_json(client, "GET", f"{provider_server.base_url}/v1/company",
+                                   params={"domain": "stripe.com"})
+                assert counted < before_send <= start[0]
+            async with guard.slot():  # the next call is counted as it was taken, then moved again
+                assert len(guard._rate._starts) == 2
+        finally:
+            await client.close()
+
+    anyio.run(main)

@@ -31,7 +31,8 @@ class PooledProvider(Provider):
 
     async def start(self) -> None:
         """Open this provider's connection pool."""
-        self._client = build_client(timeout=self.limits.timeout, max_connections=self.limits.concurrency)
+        self._client = build_client(timeout=self.limits.timeout, max_connections=self.limits.concurrency,
+                                    rate_limited=self.limits.rate is not None)
         await self._client.open()
 
     async def close(self) -> None:
