@@ -281,13 +281,12 @@ def _field_inputs(waterfalls: dict[str, tuple[Step, ...]]) -> dict[str, list[str
 def _run(store: Store, cache: ResponseCache, plan: Plan, req: EnrichRequest, summary: EnrichSummary,
          progress: ProgressFactory | None, workspace: Workspace, interrupts: Interrupts, started: float) -> None:
     job_id = uuid.uuid4().hex[:12]
-    queued = store.cell_counts(plan.sheet_id, plan.fields, plan.max_row_index)["queued"]
+    field_totals = store.queued_by_field(plan.sheet_id, plan.fields, plan.max_row_index)
+    queued = sum(field_totals.values())
     store.start_job(job_id, plan.sheet_id, plan.fields, queued, req.argv)
     summary.job_id = job_id
     # --max-runtime counts from the start of the command: loading a big sheet is part of the run.
     deadline = started + req.max_runtime if req.max_runtime else None
-    field_totals = {name: store.cell_counts(plan.sheet_id, [name], plan.max_row_index)["queued"]
-                    for name in plan.fields}
     stats = RunStats(total=queued, field_totals=field_totals, budget=req.budget, deadline=deadline)
     options = RunOptions(job_id, req.concurrency, req.budget, deadline, req.refresh, grace=req.grace)
     runners: list[Runner] = []

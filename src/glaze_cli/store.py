@@ -379,6 +379,18 @@ class Store:
         ).fetchall())
         return {status: counts.get(status, 0) for status in ("queued", "running", "done", "failed")}
 
+    def queued_by_field(self, sheet_id: int, fields: Sequence[str],
+                        max_row_index: int | None = None) -> dict[str, int]:
+        """Queued cells of each of these fields (in rows still in the sheet), in one scan."""
+        index_filter, params = ("AND r.row_index < ?", [max_row_index]) if max_row_index is not None else ("", [])
+        counts = dict(self.con.execute(
+            f"SELECT t.field, count(*) FROM tasks t JOIN rows r USING (row_id) WHERE t.sheet_id = ? "
+            f"AND t.status = 'queued' AND NOT r.removed AND t.field IN ({_marks(fields)}) {index_filter} "
+            "GROUP BY t.field",
+            [sheet_id, *fields, *params],
+        ).fetchall())
+        return {name: counts.get(name, 0) for name in fields}
+
     def queued_inputs(self, sheet_id: int, fields: Sequence[str],
                       max_row_index: int | None = None) -> list[tuple[dict[str, str | None], list[str]]]:
         """(row values, queued fields) of rows with queued cells of these fields (for --dry-run)."""
