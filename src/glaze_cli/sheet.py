@@ -148,21 +148,9 @@ def check_output(output: Path, sheet: Path) -> None:
         raise UsageError(f"-o {output}: that is the input sheet; glaze never writes over its input")
 
 
-def formula_guard(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
-    """Prefix `'` to text that a spreadsheet would run as a formula (not to numbers like -5)."""
-    guarded = []
-    for name in columns:
-        col = pl.col(name)
-        risky = col.str.starts_with(_FORMULA_START[0])
-        for start in _FORMULA_START[1:]:
-            risky = risky | col.str.starts_with(start)
-        risky = risky & ~col.str.contains(_NUMBER.pattern)
-        guarded.append(pl.when(risky).then(pl.lit("'") + col).otherwise(col).alias(name))
-    return frame.with_columns(guarded) if guarded else frame
-
-
 def formula_guard_sql(expr: str) -> str:
-    """The formula guard of `formula_guard` as SQL over the text expression `expr` (for DuckDB's writer)."""
+    """SQL that prefixes `'` to the text of `expr` when a spreadsheet would run it as a formula (text starting
+    with = + - @ tab or CR), but not to numbers like -5: DuckDB's writer applies it to CSV and TSV output."""
     starts = " OR ".join(f"starts_with({expr}, {_sql_text(start)})" for start in _FORMULA_START)
     return (f"CASE WHEN ({starts}) AND NOT regexp_full_match({expr}, {_sql_text(_NUMBER.pattern[1:-1])}) "
             f"THEN {_sql_text(chr(39))} || {expr} ELSE {expr} END")
@@ -188,19 +176,3 @@ def write_atomically(path: Path, write: Callable[[Path, str], object]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def write_sheet(frame: pl.DataFrame, path: Path, *, guard_columns: list[str] | None = None) -> None:
-    """Write a frame by the suffix of `path`, atomically (the formula guard on `guard_columns` in CSV/TSV)."""
-    def write(tmp: Path, fmt: str) -> None:
-        guarded = formula_guard(frame, guard_columns) if fmt in ("csv", "tsv") and guard_columns else frame
-        if fmt == "csv":
-            guarded.write_csv(tmp)
-        elif fmt == "tsv":
-            guarded.write_csv(tmp, separator="\t")
-        elif fmt == "parquet":
-            guarded.write_parquet(tmp)
-        else:
-            guarded.write_ndjson(tmp)
-
-    write_atomically(path, write)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
 from glaze_cli.errors import InputError, UsageError
-from glaze_cli.sheet import check_output, default_output, formula_guard, read_sheet, write_sheet
+from glaze_cli.models import CellResult, TaskStatus
+from glaze_cli.sheet import check_output, default_output, formula_guard_sql, read_sheet, write_atomically
+from glaze_cli.store import Store
 
 SUFFIXES = [".csv", ".tsv", ".parquet", ".jsonl"]
 
@@ -27,11 +30,33 @@ def listing(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
+def export(frame: pl.DataFrame, path: Path, fields: dict[str, str] | None = None) -> None:
+    """glaze's writer: `frame` loaded into a real store as a sheet, each of `fields` filled with its value in
+    every row, then written to `path` by Store.copy_export (the formula guard on, as `glaze enrich` has it)."""
+    fields = fields or {}
+    (path.parent / ".state").mkdir(parents=True, exist_ok=True)
+    with Store(path.parent / ".state" / "glaze.duckdb") as store:
+        sheet_id = store.load_sheet(path.parent / "in.csv", frame, None).sheet.sheet_id
+        store.add_fields(sheet_id, list(fields), [])
+        cells = [c for row in store.claim_batch(sheet_id, list(fields), "job", 10**6) for c in row.cells]
+        store.record_results("job", [CellResult(c.task_id, c.row_id, TaskStatus.DONE, fields[c.field], 1.0, "p")
+                                     for c in cells], [])
+        sheet = store.find_sheet(str(path.parent / "in.csv"))
+        assert sheet is not None
+        write_atomically(path, lambda tmp, fmt: store.copy_export(sheet, tmp, fmt, guard=formula_guard_sql))
+
+
+def guarded(values: list[str | None]) -> list[str | None]:
+    """The formula guard's SQL applied by DuckDB to each value."""
+    query = f"SELECT {formula_guard_sql('v')} FROM (SELECT unnest(?::VARCHAR[]) AS v)"
+    return [v for (v,) in duckdb.connect().execute(query, [values]).fetchall()]
+
+
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_round_trip_is_exact(tmp_path: Path, suffix: str) -> None:
-    """Writing a text frame and reading it back gives the same frame: same columns, text, empties and nulls."""
+    """glaze's output of a text sheet reads back as the same frame: same columns, text, empties and nulls."""
     path = tmp_path / f"sheet{suffix}"
-    write_sheet(TRICKY, path)
+    export(TRICKY, path)
     assert_frame_equal(read_sheet(path), TRICKY)
 
 
@@ -165,52 +190,55 @@ def test_check_output_refuses_unknown_format(tmp_path: Path) -> None:
 
 def test_formula_guard_quotes_formula_like_text() -> None:
     """Text starting with = + - @ tab or CR gets a leading quote; numbers, plain text and nulls stay."""
-    frame = pl.DataFrame({"f": ["=SUM(A1)", "+x", "-x", "@x", "\tx", "\rx", "-", "=1",
-                                "-12.5", "+3", "-1e5", "-.5", "12", "plain", "a=b", "", None]})
-    assert_frame_equal(formula_guard(frame, ["f"]), pl.DataFrame(
-        {"f": ["'=SUM(A1)", "'+x", "'-x", "'@x", "'\tx", "'\rx", "'-", "'=1",
-               "-12.5", "+3", "-1e5", "-.5", "12", "plain", "a=b", "", None]}))
+    assert guarded(["=SUM(A1)", "+x", "-x", "@x", "\tx", "\rx", "-", "=1",
+                    "-12.5", "+3", "-1e5", "-.5", "12", "plain", "a=b", "", None]) == [
+        "'=SUM(A1)", "'+x", "'-x", "'@x", "'\tx", "'\rx", "'-", "'=1",
+        "-12.5", "+3", "-1e5", "-.5", "12", "plain", "a=b", "", None]
 
 
-def test_formula_guard_leaves_other_columns() -> None:
-    """Only the guarded columns change; the sheet's own columns keep their values."""
-    frame = pl.DataFrame({"domain": ["=own"], "industry": ["=HYPERLINK(x)"]})
-    assert_frame_equal(formula_guard(frame, ["industry"]),
-                       pl.DataFrame({"domain": ["=own"], "industry": ["'=HYPERLINK(x)"]}))
+def test_formula_guard_leaves_other_columns(tmp_path: Path) -> None:
+    """Only the filled fields are guarded; the sheet's own columns keep their values."""
+    path = tmp_path / "out.csv"
+    export(pl.DataFrame({"domain": ["=own"]}), path, {"industry": "=HYPERLINK(x)"})
+    assert_frame_equal(read_sheet(path), pl.DataFrame({"domain": ["=own"], "industry": ["'=HYPERLINK(x)"]}))
 
 
 @pytest.mark.parametrize(("suffix", "expected"), [
     (".csv", "'=SUM(A1)"), (".tsv", "'=SUM(A1)"), (".parquet", "=SUM(A1)"), (".jsonl", "=SUM(A1)"),
 ])
 def test_write_guards_only_spreadsheet_text_formats(tmp_path: Path, suffix: str, expected: str) -> None:
-    """write_sheet applies the guard to CSV and TSV, where spreadsheets run formulas, and not to Parquet or JSONL."""
+    """The writer applies the guard to CSV and TSV, where spreadsheets run formulas, and not to Parquet or JSONL."""
     path = tmp_path / f"out{suffix}"
-    write_sheet(pl.DataFrame({"domain": ["=own"], "industry": ["=SUM(A1)"]}), path, guard_columns=["industry"])
+    export(pl.DataFrame({"domain": ["=own"]}), path, {"industry": "=SUM(A1)"})
     assert_frame_equal(read_sheet(path), pl.DataFrame({"domain": ["=own"], "industry": [expected]}))
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_write_leaves_no_temporary_file(tmp_path: Path, suffix: str) -> None:
     """After writing (also over an existing output) the folder holds only the output file."""
-    path = tmp_path / f"out{suffix}"
-    write_sheet(pl.DataFrame({"a": ["1"]}), path)
-    write_sheet(pl.DataFrame({"a": ["2"]}), path)
-    assert (listing(tmp_path), read_sheet(path)["a"].to_list()) == ([path.name], ["2"])
+    path = tmp_path / "out" / f"out{suffix}"
+    export(pl.DataFrame({"a": ["1"]}), path)
+    export(pl.DataFrame({"a": ["2"]}), path)
+    assert (listing(path.parent), read_sheet(path)["a"].to_list()) == ([".state", path.name], ["2"])
 
 
 def test_failed_write_keeps_the_old_output(tmp_path: Path) -> None:
     """A write that fails midway leaves the previous output untouched and no temporary file."""
     path = tmp_path / "out.csv"
     path.write_text("a\nold\n", encoding="utf-8")
-    unwritable = pl.DataFrame({"a": [["nested", "list"]]})  # CSV cannot hold a list column
-    with pytest.raises(Exception):  # noqa: B017 - whatever polars raises; the files are what matter
-        write_sheet(unwritable, path)
+
+    def fail_midway(tmp: Path, fmt: str) -> None:
+        tmp.write_text("a\nnew, half writ", encoding="utf-8")
+        raise RuntimeError("the writer failed")
+
+    with pytest.raises(RuntimeError):
+        write_atomically(path, fail_midway)
     assert (listing(tmp_path), path.read_text(encoding="utf-8")) == (["out.csv"], "a\nold\n")
 
 
 def test_write_jsonl_is_one_object_per_row(tmp_path: Path) -> None:
     """JSON Lines output holds one JSON object per row, nulls included, in column order."""
     path = tmp_path / "out.jsonl"
-    write_sheet(pl.DataFrame({"id": ["00123", "7"], "v": ["x", None]}), path)
+    export(pl.DataFrame({"id": ["00123", "7"], "v": ["x", None]}), path)
     lines = path.read_text(encoding="utf-8").splitlines()
     assert [json.loads(line) for line in lines] == [{"id": "00123", "v": "x"}, {"id": "7", "v": None}]
