@@ -29,7 +29,7 @@ from glaze_cli.metrics import render_metrics, write_metrics, write_text_atomical
 from glaze_cli.providers import Provider, registry
 from glaze_cli.runner import Plan, Runner, RunOptions, RunStats, Step, StoreGateway
 from glaze_cli.service import FAILING_ROWS_PUBLISHED, PUBLISH_EVERY, open_workspace
-from glaze_cli.sheet import check_output, default_output, formula_guard_sql, read_sheet, write_atomically
+from glaze_cli.sheet import check_output, default_output, read_sheet, write_atomically
 from glaze_cli.store import Store
 from glaze_cli.workspace import BRIEF_HOLD_WAIT, Workspace
 
@@ -250,8 +250,8 @@ def _enrich(req: EnrichRequest, progress: ProgressFactory | None, interrupts: In
                 _run(store, cache, plan, req, summary, progress, workspace, interrupts, started)
                 sheet = store.find_sheet(str(req.sheet))
                 assert sheet is not None
-                guard = formula_guard_sql if req.formula_guard else None
-                write_atomically(output, lambda tmp, fmt: store.copy_export(sheet, tmp, fmt, guard=guard))
+                write_atomically(output, lambda tmp, fmt: store.copy_export(sheet, tmp, fmt,
+                                                                            formula_guard=req.formula_guard))
                 summary.output = str(output)
                 if interrupts.exit_code is not None:
                     summary.exit_code = interrupts.exit_code

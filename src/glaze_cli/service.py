@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from glaze_cli.cache import ResponseCache
 from glaze_cli.errors import UsageError, WorkspaceBusy
-from glaze_cli.sheet import check_output, default_output, formula_guard_sql, write_atomically
+from glaze_cli.sheet import check_output, default_output, write_atomically
 from glaze_cli.store import SheetInfo, Store
 from glaze_cli.workspace import BRIEF_HOLD_WAIT, Workspace, busy_message, workspace_dir
 
@@ -152,12 +152,11 @@ def export(sheet: Path, workspace: Path | None, output: Path | None, with_meta: 
     """Write the enriched sheet from the state file."""
     target = output or default_output(sheet)
     check_output(target, sheet)
-    guard = formula_guard_sql if formula_guard else None
     written: list[int] = []
     with _open_store(workspace, "export", wait=wait) as store:
         info = _sheets(store, sheet)[0]
         write_atomically(target, lambda tmp, fmt: written.append(
-            store.copy_export(info, tmp, fmt, with_meta=with_meta, guard=guard)))
+            store.copy_export(info, tmp, fmt, with_meta=with_meta, formula_guard=formula_guard)))
     return {"sheet": info.name, "output": str(target), "rows": written[0], "fields": info.fields}
 
 

@@ -17,8 +17,6 @@ from glaze_cli.errors import InputError, UsageError
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet",
            ".jsonl": "jsonl", ".ndjson": "jsonl"}
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def sheet_format(path: Path) -> str:
@@ -146,18 +144,6 @@ def check_output(output: Path, sheet: Path) -> None:
     sheet_format(output)
     if output.resolve() == sheet.resolve():
         raise UsageError(f"-o {output}: that is the input sheet; glaze never writes over its input")
-
-
-def formula_guard_sql(expr: str) -> str:
-    """SQL that prefixes `'` to the text of `expr` when a spreadsheet would run it as a formula (text starting
-    with = + - @ tab or CR), but not to numbers like -5: DuckDB's writer applies it to CSV and TSV output."""
-    starts = " OR ".join(f"starts_with({expr}, {_sql_text(start)})" for start in _FORMULA_START)
-    return (f"CASE WHEN ({starts}) AND NOT regexp_full_match({expr}, {_sql_text(_NUMBER.pattern[1:-1])}) "
-            f"THEN {_sql_text(chr(39))} || {expr} ELSE {expr} END")
-
-
-def _sql_text(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def write_atomically(path: Path, write: Callable[[Path, str], object]) -> None:

@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -657,17 +657,17 @@ class Store:
         return out
 
     def copy_export(self, sheet: SheetInfo, path: Path, fmt: str, *, with_meta: bool = False,
-                    guard: Callable[[str], str] | None = None) -> int:
+                    formula_guard: bool = False) -> int:
         """Write the enriched sheet to `path` in `fmt` (csv, tsv, parquet, jsonl) straight from DuckDB; returns
         the rows written.
 
         The sheet's original columns come first, in order (a field that is a column fills only its empty cells),
-        then each new field (and its `__source` and `__confidence` with meta). `guard(sql)` wraps the SQL of a
-        field's text (the formula guard for CSV and TSV). DuckDB streams the rows to the file, so a million-row
-        sheet is never held as one frame.
+        then each new field (and its `__source` and `__confidence` with meta). With `formula_guard`, a field's
+        formula-like text gets a leading `'` in CSV and TSV (`formula_guard_sql`). DuckDB streams the rows to
+        the file, so a million-row sheet is never held as one frame.
         """
         fields = sheet.fields
-        guard = guard if fmt in ("csv", "tsv") and guard is not None else (lambda expr: expr)
+        guard = formula_guard_sql if formula_guard and fmt in ("csv", "tsv") else (lambda expr: expr)
         aggs = []
         for i, name in enumerate(fields):
             literal = _literal(name)
@@ -849,6 +849,19 @@ def _write_error(path: Path, error: BaseException) -> StateError:
     reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return StateError(f"{path}: cannot write the state file ({reason}); free disk space or fix the folder's "
                       "permissions and run again: every cell saved before this is kept, the rest stays queued")
+
+
+# Text a spreadsheet runs as a formula starts with one of these; numbers like -5 are left alone.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?"
+
+
+def formula_guard_sql(expr: str) -> str:
+    """SQL that prefixes `'` to the text of `expr` when a spreadsheet would run it as a formula (text starting
+    with = + - @ tab or CR), but not to numbers like -5; `copy_export` applies it to fields in CSV and TSV."""
+    starts = " OR ".join(f"starts_with({expr}, {_literal(start)})" for start in _FORMULA_START)
+    return (f"CASE WHEN ({starts}) AND NOT regexp_full_match({expr}, {_literal(_NUMBER)}) "
+            f"THEN {_literal(chr(39))} || {expr} ELSE {expr} END")
 
 
 def _literal(text: str) -> str:

@@ -12,8 +12,8 @@ from polars.testing import assert_frame_equal
 
 from glaze_cli.errors import InputError, UsageError
 from glaze_cli.models import CellResult, TaskStatus
-from glaze_cli.sheet import check_output, default_output, formula_guard_sql, read_sheet, write_atomically
-from glaze_cli.store import Store
+from glaze_cli.sheet import check_output, default_output, read_sheet, write_atomically
+from glaze_cli.store import Store, formula_guard_sql
 
 SUFFIXES = [".csv", ".tsv", ".parquet", ".jsonl"]
 
@@ -43,7 +43,7 @@ def export(frame: pl.DataFrame, path: Path, fields: dict[str, str] | None = None
                                      for c in cells], [])
         sheet = store.find_sheet(str(path.parent / "in.csv"))
         assert sheet is not None
-        write_atomically(path, lambda tmp, fmt: store.copy_export(sheet, tmp, fmt, guard=formula_guard_sql))
+        write_atomically(path, lambda tmp, fmt: store.copy_export(sheet, tmp, fmt, formula_guard=True))
 
 
 def guarded(values: list[str | None]) -> list[str | None]:
