@@ -6,17 +6,16 @@ a bug and shows a traceback only with GLAZE_DEBUG=1.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.text import Text
 
-from glaze_cli import __version__, render, service
+from glaze_cli import __version__, service
 from glaze_cli.errors import ConfigError, GlazeError, UsageError
 from glaze_cli.interrupts import EXIT_SIGINT, Interrupted
 
@@ -31,8 +30,17 @@ app = typer.Typer(
 cache_app = typer.Typer(help="Inspect or empty the provider response cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
-stdout = Console(highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+@functools.cache
+def console(stream: str) -> Console:
+    """rich's console on "stdout" or "stderr", made when first used: a `--json` run never imports rich."""
+    from rich.console import Console
+
+    return Console(stderr=stream == "stderr", highlight=False, soft_wrap=True)
+
 
 WorkspaceOpt = Annotated[Path | None, typer.Option(
     "--workspace", envvar="GLAZE_WORKSPACE", help="Workspace folder (default: ./.glaze).", show_default=False)]
@@ -62,7 +70,7 @@ def _print_json(obj: Any) -> None:
 
 def _version(value: bool) -> None:
     if value:
-        stdout.print(f"glaze {__version__}")
+        console("stdout").print(f"glaze {__version__}")
         raise typer.Exit()
 
 
@@ -119,12 +127,15 @@ def enrich(
         wait=_duration("--wait", wait) or 0.0, encoding=encoding, formula_guard=formula_guard,
         metrics_file=metrics_file, argv=tuple(sys.argv[1:]), grace=_duration("--grace", grace) or 0.0,
     )
-    live = progress if progress is not None else (stderr.is_terminal and not quiet and not as_json)
-    if live:
-        summary = enrichment.enrich(request, lambda stats: render.live_progress(stats, stderr))
-    elif not quiet and not as_json:
+    talk = not quiet and not as_json
+    live = progress if progress is not None else (talk and console("stderr").is_terminal)
+    if live or talk:
+        from glaze_cli import render  # rich: a `--json` or `--quiet` run does without it
+
+        stderr = console("stderr")
         every = float(os.environ.get("GLAZE_LOG_EVERY", "10"))
-        summary = enrichment.enrich(request, lambda stats: render.log_progress(stats, stderr, every))
+        summary = enrichment.enrich(request, lambda stats: render.live_progress(stats, stderr) if live else
+                                    render.log_progress(stats, stderr, every))
     else:
         summary = enrichment.enrich(request)
     if as_json:
@@ -143,6 +154,8 @@ def status(
     state: Annotated[str | None, typer.Option("--state", help="With --rows: only rows in this status.")] = None,
 ) -> None:
     """Show progress of the workspace's sheets: rows, tasks, fields, providers, last job."""
+    from glaze_cli import render
+
     if state is not None and state not in render.ROW_STATES:
         raise UsageError(f"--state: {state!r} is not a row status; use one of {', '.join(render.ROW_STATES)}")
     if rows or state:
@@ -150,13 +163,13 @@ def status(
         if as_json:
             _print_json(listing)
         else:
-            render.row_listing(listing, stdout)
+            render.row_listing(listing, console("stdout"))
         return
     report = service.status(sheet, workspace)
     if as_json:
         _print_json(report)
     else:
-        render.status_tables(report, stdout)
+        render.status_tables(report, console("stdout"))
 
 
 @app.command()
@@ -172,7 +185,9 @@ def reconcile(
     if as_json:
         _print_json(report)
     else:
-        render.reconcile_report(report, stdout)
+        from glaze_cli import render
+
+        render.reconcile_report(report, console("stdout"))
     raise typer.Exit(1 if check and report["drift_rows"] else 0)
 
 
@@ -189,7 +204,7 @@ def export(
 ) -> None:
     """Write the enriched sheet from the state file, without calling anything."""
     report = service.export(sheet, workspace, output, with_meta, formula_guard, _duration("--wait", wait) or 0.0)
-    stderr.print(f"wrote {report['rows']:,} rows to {report['output']}")
+    console("stderr").print(f"wrote {report['rows']:,} rows to {report['output']}")
 
 
 @app.command()
@@ -202,7 +217,9 @@ def providers(
     if as_json:
         _print_json(listed)
     else:
-        render.providers_table(listed, stdout)
+        from glaze_cli import render
+
+        render.providers_table(listed, console("stdout"))
 
 
 def _cache_command(action: str, workspace: Path | None, as_json: bool) -> None:
@@ -210,7 +227,9 @@ def _cache_command(action: str, workspace: Path | None, as_json: bool) -> None:
     if as_json:
         _print_json(report)
     else:
-        render.cache_report(report, stdout)
+        from glaze_cli import render
+
+        render.cache_report(report, console("stdout"))
 
 
 @cache_app.command("stats")
@@ -260,7 +279,7 @@ def _run_app() -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except Interrupted as exc:
-        stderr.print(exc.message)
+        console("stderr").print(exc.message)
         return exc.exit_code
     except KeyboardInterrupt:
         # Commands other than enrich hold nothing worth a clean stop: Ctrl-C ends them with 130, quietly.
@@ -268,12 +287,19 @@ def _run_app() -> int:
     except GlazeError as exc:
         if os.environ.get("GLAZE_DEBUG") == "1":
             raise
-        stderr.print(Text.assemble(("error: ", "red"), exc.message))
+        console("stderr").print(_red("error: ", exc.message))
         return exc.exit_code
     except Exception as exc:
         if os.environ.get("GLAZE_DEBUG") == "1":
             raise
-        stderr.print(Text.assemble(("internal error: ", "red"), f"{type(exc).__name__}: {exc}. This is a bug in "
-                                   "glaze; run again with GLAZE_DEBUG=1 for the traceback and report it."))
+        console("stderr").print(_red("internal error: ", f"{type(exc).__name__}: {exc}. This is a bug in glaze; "
+                                     "run again with GLAZE_DEBUG=1 for the traceback and report it."))
         return 70
     return 0
+
+
+def _red(label: str, message: str) -> Any:
+    """`label` in red, then `message` as plain text (never read as rich markup)."""
+    from rich.text import Text
+
+    return Text.assemble((label, "red"), message)

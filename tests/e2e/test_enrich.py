@@ -229,6 +229,22 @@ def test_json_summary(tmp_path: Path, provider_server: ProviderServer, glaze) ->
 
 
 
+def test_json_run_does_without_rich(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
+    """rich is imported only for what it draws: a `--json` run (cron's kind) starts without it, a plain one
+    (progress lines, a summary) still uses it. Python's own import log (PYTHONPROFILEIMPORTTIME) tells."""
+    setup(tmp_path, provider_server)
+
+    def imports(*extra: str) -> set[str]:
+        result = glaze("enrich", "leads.csv", "--fields", "industry", *extra,
+                       env={**ENV, "PYTHONPROFILEIMPORTTIME": "1"})
+        assert result.code == 0, result.stderr
+        return {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+
+    assert "rich" not in imports("--json")
+    assert "rich" in imports("--no-progress")
+
+
 def test_transient_error_is_retried(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
     """A 503 is retried and the second attempt's answer fills the cell; both attempts are recorded."""
     (tmp_path / "glaze.toml").write_text(CONFIG.format(base=provider_server.base_url).replace("retries = 0",
