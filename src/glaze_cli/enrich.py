@@ -303,7 +303,7 @@ def _run(store: Store, cache: ResponseCache, plan: Plan, req: EnrichRequest, sum
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_watch_signals, interrupts)
-                tg.start_soon(_publish, gateway, plan, stats, job_id, workspace, req.metrics_file)
+                tg.start_soon(_publish, gateway, runner, stats, job_id, workspace, req.metrics_file)
                 with progress(stats) if progress else nullcontext():
                     await runner.run()
                 tg.cancel_scope.cancel()
@@ -354,9 +354,15 @@ def _publish_snapshot(store: Store, workspace: Workspace, live: dict[str, Any]) 
     return sheets
 
 
-async def _publish(gateway: StoreGateway, plan: Plan, stats: RunStats, job_id: str, workspace: Workspace,
+async def _publish(gateway: StoreGateway, runner: Runner, stats: RunStats, job_id: str, workspace: Workspace,
                    metrics_file: Path | None) -> None:
-    """Every second: the status snapshot `glaze status` reads during the run, and the metrics file."""
+    """Every second: the status snapshot `glaze status` reads during the run, and the metrics file.
+
+    The first waits for the runner's first claim: both use the store's one thread, and the first calls should
+    not wait for a status query.
+    """
+    plan = runner.plan
+    await runner.claimed_once.wait()
     while True:
         began = time.monotonic()
         live = {"pid": os.getpid(), "job_id": job_id, "phase": "enriching", "sheet_id": plan.sheet_id,

@@ -13,10 +13,9 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from glaze_cli.cache import ResponseCache, cache_key
 from glaze_cli.errors import PermanentProviderError, ProviderError
@@ -24,6 +23,9 @@ from glaze_cli.limits import ProviderGuard, Slots
 from glaze_cli.models import Answer, CallRecord, CellResult, ClaimedRow, Outcome, TaskStatus
 from glaze_cli.providers.base import Provider
 from glaze_cli.store import Store
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
 
 T = TypeVar("T")
 
@@ -327,6 +329,7 @@ class Runner:
         self._prefetched: dict[str, Answer | None] = {}
         self.stopping = False
         self.claims = 0
+        self.claimed_once = anyio.Event()  # set after the first claim, whatever it found
         self._rows_scope = anyio.CancelScope()
         self._watch_scope = anyio.CancelScope()
         self._hurry = anyio.Event()
@@ -413,6 +416,7 @@ class Runner:
                                                     self.options.job_id, size, plan.max_row_index,
                                                     self._claimed_up_to)
                     self.claims += 1
+                    self.claimed_once.set()
                     if not batch:
                         return
                     self._claimed_up_to = max(cell.task_id for row in batch for cell in row.cells)
@@ -422,6 +426,7 @@ class Runner:
                 self._wake_workers()
         finally:
             self._claimed_all = True
+            self.claimed_once.set()
             self._wake_workers()
 
     def _wake_workers(self) -> None:
@@ -596,6 +601,8 @@ class Runner:
             if not exc.transient or provider.limits.retries == 0:
                 return Answer(Outcome.ERROR, error=exc.message, http_status=exc.http_status)
             await anyio.sleep(self._delay(1, exc))
+        from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt  # only once a call has failed
+
         retrying = AsyncRetrying(
             stop=stop_after_attempt(provider.limits.retries),
             wait=lambda state: self._delay(state.attempt_number + 1, _error_of(state)),
