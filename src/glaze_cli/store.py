@@ -214,18 +214,9 @@ class Store:
                 "FROM _incoming_raw"
             )
             self.con.unregister("_incoming_raw")
-            self.con.execute(
-                "CREATE OR REPLACE TEMP TABLE _changed AS SELECT r.row_id, r.data AS old_data, i.data AS new_data "
-                "FROM rows r JOIN _incoming i USING (row_key) WHERE r.sheet_id = ? AND r.data_hash <> i.data_hash",
-                [sheet_id],
-            )
-            changed = self.con.execute("SELECT count(*) FROM _changed").fetchall()[0][0]
-            self.con.execute(
-                "UPDATE rows SET row_index = i.row_index, data = i.data, data_hash = i.data_hash, removed = false "
-                "FROM _incoming i WHERE rows.sheet_id = ? AND rows.row_key = i.row_key "
-                "AND (rows.data_hash <> i.data_hash OR rows.row_index <> i.row_index OR rows.removed)",
-                [sheet_id],
-            )
+            changed = removed = 0
+            if existing:
+                changed, removed = self._refresh_known_rows(sheet_id, inputs)
             new_rows = self.con.execute(
                 "INSERT INTO rows (row_id, sheet_id, row_key, row_index, data, data_hash) "
                 "SELECT (SELECT coalesce(max(row_id), 0) FROM rows) + row_number() OVER (ORDER BY i.row_index), "
@@ -233,17 +224,34 @@ class Store:
                 "WHERE NOT EXISTS (SELECT 1 FROM rows r WHERE r.sheet_id = ? AND r.row_key = i.row_key)",
                 [sheet_id, sheet_id],
             ).fetchall()[0][0]
-            removed = self.con.execute(
-                "UPDATE rows SET removed = true WHERE sheet_id = ? AND NOT removed "
-                "AND row_key NOT IN (SELECT row_key FROM _incoming)",
-                [sheet_id],
-            ).fetchall()[0][0]
-            self._requeue_changed(inputs)
             self.con.execute("DROP TABLE _incoming")
-            self.con.execute("DROP TABLE _changed")
         sheet = self.find_sheet(resolved)
         assert sheet is not None
         return LoadReport(sheet, frame.height, new_rows, changed, removed)
+
+    def _refresh_known_rows(self, sheet_id: int, inputs: Mapping[str, Sequence[str]]) -> tuple[int, int]:
+        """Inside load_sheet, for a sheet loaded before: update the rows it already has from `_incoming`, queue
+        again what their changes call for, and mark rows gone from the sheet removed; (changed, removed)."""
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE _changed AS SELECT r.row_id, r.data AS old_data, i.data AS new_data "
+            "FROM rows r JOIN _incoming i USING (row_key) WHERE r.sheet_id = ? AND r.data_hash <> i.data_hash",
+            [sheet_id],
+        )
+        changed = self.con.execute("SELECT count(*) FROM _changed").fetchall()[0][0]
+        self.con.execute(
+            "UPDATE rows SET row_index = i.row_index, data = i.data, data_hash = i.data_hash, removed = false "
+            "FROM _incoming i WHERE rows.sheet_id = ? AND rows.row_key = i.row_key "
+            "AND (rows.data_hash <> i.data_hash OR rows.row_index <> i.row_index OR rows.removed)",
+            [sheet_id],
+        )
+        removed = self.con.execute(
+            "UPDATE rows SET removed = true WHERE sheet_id = ? AND NOT removed "
+            "AND row_key NOT IN (SELECT row_key FROM _incoming)",
+            [sheet_id],
+        ).fetchall()[0][0]
+        self._requeue_changed(inputs)
+        self.con.execute("DROP TABLE _changed")
+        return changed, removed
 
     def _requeue_changed(self, inputs: Mapping[str, Sequence[str]]) -> None:
         """Inside load_sheet: queue again the cells of changed rows whose inputs changed, and cells the sheet
