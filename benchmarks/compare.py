@@ -135,28 +135,41 @@ def provider_bound(root: Path, sizes: Sizes, report: Report) -> None:
     write_domains(root / "sheet.csv", sizes.rows)
     with provider_server(sizes.latency, 0.0, sizes.rows) as server:
         server_stats(server.base_url)
-        results: dict[str, list[tuple[float, int]]] = {"glaze": [], "peer, a call per row": [],
-                                                        "peer, a call per cell": []}
+        results: dict[str, list[tuple[float, int, float, float]]] = {
+            "glaze": [], "peer, a call per row": [], "peer, a call per cell": []}
+
+        def record(name: str, wall: float) -> None:
+            # The provider's clock (time.monotonic) is this process's: the run began `wall` s before now.
+            ended, stats = time.monotonic(), server_stats(server.base_url)
+            began = ended - wall
+            results[name].append((wall, stats["requests"], stats["first_started"] - began,
+                                  ended - stats["last_finished"]))
+
         for _ in range(sizes.repeat):
             wall, summary = glaze_http(root, server.base_url, sizes.concurrency)
-            results["glaze"].append((wall, server_stats(server.base_url)["requests"]))
+            record("glaze", wall)
             assert summary["filled"] == sizes.rows * len(FIELDS), summary
             for mode, name in (("row", "peer, a call per row"), ("cell", "peer, a call per cell")):
                 wall, _ = run_peer(root, server.base_url, sizes.concurrency, mode)
-                results[name].append((wall, server_stats(server.base_url)["requests"]))
+                record(name, wall)
     bound = sizes.rows * sizes.latency / sizes.concurrency
-    peer = median([w for w, _ in results["peer, a call per row"]])
+    peer = median([r[0] for r in results["peer, a call per row"]])
     rows = []
     for name, runs in results.items():
-        wall, calls = median([w for w, _ in runs]), runs[-1][1]
-        rows.append((name, wall, calls, calls / sizes.rows, bound / wall, wall / peer))
-    rows.append(("bound (rows x latency / concurrency)", bound, sizes.rows, 1.0, 1.0, bound / peer))
-    report.figures["provider_bound"] = {r[0]: {"wall_s": r[1], "calls": r[2], "efficiency": r[4]} for r in rows}
+        wall, calls = median([r[0] for r in runs]), runs[-1][1]
+        rows.append((name, wall, calls, calls / sizes.rows, bound / wall, wall / peer,
+                     median([r[2] for r in runs]), median([r[3] for r in runs])))
+    rows.append(("bound (rows x latency / concurrency)", bound, sizes.rows, 1.0, 1.0, bound / peer, 0.0, 0.0))
+    report.figures["provider_bound"] = {r[0]: {"wall_s": r[1], "calls": r[2], "efficiency": r[4],
+                                               "first_call_s": r[6], "after_last_answer_s": r[7]} for r in rows}
     report.table(
         "Provider-bound",
         f"{sizes.rows:,} rows x {len(FIELDS)} fields from one provider at {sizes.latency * 1000:.0f} ms, "
-        f"concurrency {sizes.concurrency}; whole commands, start-up included; median of {sizes.repeat}.",
-        ["who", "wall s", "calls", "calls per row", "efficiency (bound / wall)", "wall / peer"], rows)
+        f"concurrency {sizes.concurrency}; whole commands, start-up included; median of {sizes.repeat}. "
+        "First call: from the command's start until the provider saw its first request; after the last answer: "
+        "from the provider's last answer until the command ended.",
+        ["who", "wall s", "calls", "calls per row", "efficiency (bound / wall)", "wall / peer", "first call s",
+         "after the last answer s"], rows)
 
 
 def sweep(root: Path, sizes: Sizes, report: Report) -> None:

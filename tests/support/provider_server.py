@@ -250,6 +250,11 @@ class ProviderServer(LoopbackServer):
             stats = {"requests": sum(1 for r in self._requests if r["path"] == COMPANY_PATH),
                      "max_in_flight": self._max_in_flight, "sent_429": self.sent_429, "sent_503": self.sent_503,
                      "sent_malformed": self.sent_malformed}
+            company = [r for r in self._requests if r["path"] == COMPANY_PATH]
+            # time.monotonic() is one clock for every process on the machine: a benchmark lines these up with
+            # its own to split a run into start-up, calls and wind-down
+            stats["first_started"] = min((r["started"] for r in company), default=None)
+            stats["last_finished"] = max((r["finished"] or 0.0 for r in company), default=None)
             if request.query.get("reset"):
                 self._requests.clear()
                 self._max_in_flight = self._in_flight
