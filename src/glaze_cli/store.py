@@ -379,7 +379,7 @@ class Store:
 
     def cell_counts(self, sheet_id: int, fields: Sequence[str], max_row_index: int | None = None) -> dict[str, int]:
         """Cells of these fields (in rows still in the sheet) by status."""
-        index_filter, params = ("AND r.row_index < ?", [max_row_index]) if max_row_index is not None else ("", [])
+        index_filter, params = _before_row(max_row_index)
         counts = dict(self.con.execute(
             f"SELECT t.status, count(*) FROM tasks t JOIN rows r USING (row_id) WHERE t.sheet_id = ? "
             f"AND NOT r.removed AND t.field IN ({_marks(fields)}) {index_filter} GROUP BY t.status",
@@ -390,7 +390,7 @@ class Store:
     def queued_by_field(self, sheet_id: int, fields: Sequence[str],
                         max_row_index: int | None = None) -> dict[str, int]:
         """Queued cells of each of these fields (in rows still in the sheet), in one scan."""
-        index_filter, params = ("AND r.row_index < ?", [max_row_index]) if max_row_index is not None else ("", [])
+        index_filter, params = _before_row(max_row_index)
         counts = dict(self.con.execute(
             f"SELECT t.field, count(*) FROM tasks t JOIN rows r USING (row_id) WHERE t.sheet_id = ? "
             f"AND t.status = 'queued' AND NOT r.removed AND t.field IN ({_marks(fields)}) {index_filter} "
@@ -402,7 +402,7 @@ class Store:
     def queued_inputs(self, sheet_id: int, fields: Sequence[str],
                       max_row_index: int | None = None) -> list[tuple[dict[str, str | None], list[str]]]:
         """(row values, queued fields) of rows with queued cells of these fields (for --dry-run)."""
-        index_filter, params = ("AND r.row_index < ?", [max_row_index]) if max_row_index is not None else ("", [])
+        index_filter, params = _before_row(max_row_index)
         rows = self.con.execute(
             f"SELECT r.data, list(t.field ORDER BY t.field) FROM tasks t "
             f"JOIN rows r USING (row_id) WHERE t.sheet_id = ? AND t.status = 'queued' AND NOT r.removed "
@@ -870,6 +870,11 @@ def formula_guard_sql(expr: str) -> str:
     starts = " OR ".join(f"starts_with({expr}, {_literal(start)})" for start in _FORMULA_START)
     return (f"CASE WHEN ({starts}) AND NOT regexp_full_match({expr}, {_literal(_NUMBER)}) "
             f"THEN {_literal(chr(39))} || {expr} ELSE {expr} END")
+
+
+def _before_row(max_row_index: int | None) -> tuple[str, list[Any]]:
+    """The SQL filter (on rows `r`) and its parameter for `--rows N`: nothing when there is no limit."""
+    return ("AND r.row_index < ?", [max_row_index]) if max_row_index is not None else ("", [])
 
 
 def _literal(text: str) -> str:
