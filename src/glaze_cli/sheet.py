@@ -76,8 +76,25 @@ def _decoded(path: Path, encoding: str | None) -> str:
 def _read_delimited(path: Path, separator: str, encoding: str | None) -> pl.DataFrame:
     text = _decoded(path, encoding)
     _check_shape(path, text, separator)
-    return pl.read_csv(io.BytesIO(text.encode("utf-8")), separator=separator, infer_schema=False,
-                       has_header=True, raise_if_empty=True)
+    try:
+        return pl.read_csv(io.BytesIO(text.encode("utf-8")), separator=separator, infer_schema=False,
+                           has_header=True, raise_if_empty=True)
+    except pl.exceptions.PolarsError:
+        _check_quoting(path, text, separator)
+        raise
+
+
+def _check_quoting(path: Path, text: str, separator: str) -> None:
+    """After the reader failed: the line where a quoted value goes wrong (most often a quote never closed, which
+    a lenient pass reads to the end of the file), read again with the csv module's strict quoting."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator, strict=True)
+    start = 1
+    try:
+        for _ in reader:
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise InputError(f"{path}: line {start}: {exc}; fix the quoting of that row (a value that opens a quote "
+                         'must close it, and a quote inside a quoted value is written twice: "")') from None
 
 
 def _check_shape(path: Path, text: str, separator: str) -> None:

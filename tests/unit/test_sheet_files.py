@@ -118,6 +118,21 @@ def test_not_utf8_without_encoding_suggests_encoding(tmp_path: Path) -> None:
         2, True, True), message
 
 
+@pytest.mark.parametrize(("content", "line"), [
+    ('name,domain\nAcme,acme.com\nBroken,"never closed\nLast,last.io\n', 3),
+    ('name,domain\nAcme,acme.com\nTwo,"x"y\n', 3),
+])
+def test_bad_quoting_names_its_line(tmp_path: Path, content: str, line: int) -> None:
+    """A quote never closed (which a lenient reader runs to the end of the file) or text after a closing quote:
+    the error names the line where that row starts and how to write quotes."""
+    path = tmp_path / "sheet.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        read_sheet(path)
+    message = caught.value.message
+    assert message.startswith(f"{path}: line {line}: ") and "fix the quoting" in message, message
+
+
 def test_unknown_encoding_is_a_usage_error(tmp_path: Path) -> None:
     """An encoding name Python does not know is a usage error naming --encoding."""
     path = tmp_path / "sheet.csv"
