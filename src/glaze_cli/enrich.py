@@ -218,6 +218,8 @@ def _enrich(req: EnrichRequest, progress: ProgressFactory | None, interrupts: In
     if key:
         _check_key(frame, key, req.sheet)
     waterfalls, providers = plan_providers(config, req.fields, frame.columns, req.sheet)
+    for provider in providers.values():
+        provider.prepare()
     output = req.output or default_output(req.sheet)
     check_output(output, req.sheet)
     if not workspace.held:

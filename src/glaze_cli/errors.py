@@ -82,3 +82,9 @@ class AuthProviderError(PermanentProviderError):
 
 class ProviderUnavailable(PermanentProviderError):
     """The provider is not being called right now (circuit open, or stopped for rejected keys)."""
+
+
+def clip(text: str, limit: int = 120) -> str:
+    """`text` on one line, cut at `limit` characters, for quoting a provider's words in a message."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."

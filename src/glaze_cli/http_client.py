@@ -26,6 +26,7 @@ from glaze_cli.errors import (
     RateLimitedError,
     RejectedError,
     TransientProviderError,
+    clip,
 )
 from glaze_cli.limits import mark_sent
 
@@ -255,9 +256,3 @@ def error_detail(text: str) -> str:
         if error is not None:
             return error if isinstance(error, str) else json.dumps(error)
     return text.strip()
-
-
-def clip(text: str, limit: int = 120) -> str:
-    """`text` on one line, cut at `limit` characters."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "..."

@@ -229,6 +229,11 @@ def test_json_summary(tmp_path: Path, provider_server: ProviderServer, glaze) ->
 
 
 
+def imported(result) -> set[str]:
+    """The modules a command run with PYTHONPROFILEIMPORTTIME=1 imported, from Python's import log on stderr."""
+    return {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+
+
 def test_json_run_does_without_rich(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
     """rich is imported only for what it draws: a `--json` run (cron's kind) starts without it, a plain one
     (progress lines, a summary) still uses it. Python's own import log (PYTHONPROFILEIMPORTTIME) tells."""
@@ -238,11 +243,23 @@ def test_json_run_does_without_rich(tmp_path: Path, provider_server: ProviderSer
         result = glaze("enrich", "leads.csv", "--fields", "industry", *extra,
                        env={**ENV, "PYTHONPROFILEIMPORTTIME": "1"})
         assert result.code == 0, result.stderr
-        return {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
-                if line.startswith("import time:")}
+        return imported(result)
 
     assert "rich" not in imports("--json")
     assert "rich" in imports("--no-progress")
+
+
+def test_http_client_loads_only_for_a_run(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:
+    """aiohttp (~0.1 s to import) loads when a run with an HTTP provider is planned, on a thread beside the
+    sheet's load; listing the providers, a configured HTTP one among them, does without it."""
+    setup(tmp_path, provider_server)
+    env = {**ENV, "PYTHONPROFILEIMPORTTIME": "1"}
+    listed = glaze("providers", "--json", env=env)
+    assert (listed.code, "acme" in listed.stdout) == (0, True), listed.stderr
+    assert "aiohttp" not in imported(listed)
+    run = glaze("enrich", "leads.csv", "--fields", "industry", "--json", env=env)
+    assert "aiohttp" in imported(run)
+    assert (provider_server.count("/v1/company"), json.loads(run.stdout)["calls"]) == (5, {"acme": 5}), run.stderr
 
 
 def test_transient_error_is_retried(tmp_path: Path, provider_server: ProviderServer, glaze) -> None:

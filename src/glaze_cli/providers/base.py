@@ -105,6 +105,10 @@ class Provider(ABC):
             values[column] = value
         return values
 
+    def prepare(self) -> None:  # noqa: B027 - optional hook
+        """Begin slow one-time set-up (a big import) in the background: called once the run is planned, while
+        the sheet goes into the store; `start` waits for it."""
+
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Open connections or load data before the first call."""
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, Strict, ValidationError, create_model
@@ -23,11 +23,14 @@ from glaze_cli.errors import (
     ProviderError,
     RejectedError,
     TransientProviderError,
+    clip,
 )
-from glaze_cli.http_client import JsonResponse, clip, request_json
 from glaze_cli.models import Answer, Outcome
 from glaze_cli.providers.base import Provider, ProviderType, as_text, fill, placeholders
 from glaze_cli.providers.http import PooledProvider
+
+if TYPE_CHECKING:
+    from glaze_cli.http_client import JsonResponse
 
 _TYPE_WORDS = {"string": "a string", "integer": "an integer", "number": "a number", "boolean": "true or false"}
 _INTEGER_TEXT = re.compile(r"[+-]?\d+(?:\.0*)?")
@@ -221,8 +224,9 @@ class OpenAIProvider(PooledProvider):
     async def _post(self, headers: dict[str, str] | None, body: dict[str, Any]) -> JsonResponse:
         assert self._client is not None
         # No status means "no data" here: a 404 is a wrong model or base_url, and must not be cached as a miss.
-        return await request_json(self._client, "POST", self.url, headers=headers, body=body, not_found=frozenset(),
-                                  total_timeout=self.limits.timeout, explain_rejections=True)
+        return await self.http.request_json(self._client, "POST", self.url, headers=headers, body=body,
+                                            not_found=frozenset(), total_timeout=self.limits.timeout,
+                                            explain_rejections=True)
 
     def _values(self, payload: Any) -> dict[str, str | None]:
         """The outputs in a completion, as text; TransientProviderError when the answer cannot be used."""
