@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import importlib
 import json
 import re
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -156,6 +160,20 @@ class BuiltinSpec:
     outputs: tuple[str, ...]
     input_hint: str  # what the sheet needs, for error messages ("a phone column (phone, mobile, ...)")
     create: Callable[[Sequence[str]], Provider | None]  # from the sheet's columns; None when none is usable
+
+
+@functools.cache
+def import_in_background(*modules: str) -> None:
+    """Import `modules` on a thread, once however often asked: for `prepare`, while the sheet loads into DuckDB
+    (mostly without the GIL). The code that needs a module imports it as usual, which waits for the thread's
+    import to finish (Python locks each module while it loads) and raises any error it hit."""
+
+    def run() -> None:
+        with contextlib.suppress(BaseException):  # raised again by the import that needs the module
+            for module in modules:
+                importlib.import_module(module)
+
+    threading.Thread(target=run, name=f"import {', '.join(modules)}", daemon=True).start()
 
 
 def first_filled(columns: Sequence[str], row: Mapping[str, str | None]) -> dict[str, str] | None:

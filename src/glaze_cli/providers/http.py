@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import importlib
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +14,7 @@ from jmespath.exceptions import JMESPathError
 from glaze_cli.config import ProviderConfig, env_variables, resolve_env
 from glaze_cli.errors import ConfigError, PermanentProviderError
 from glaze_cli.models import Answer, Outcome
-from glaze_cli.providers.base import Provider, ProviderType, as_text, fill, placeholders
+from glaze_cli.providers.base import Provider, ProviderType, as_text, fill, import_in_background, placeholders
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -25,17 +22,6 @@ if TYPE_CHECKING:
     from glaze_cli.http_client import HttpClient
 
 HTTP_CLIENT = "glaze_cli.http_client"
-
-
-@functools.cache
-def _import_in_background(module: str) -> None:
-    """Import `module` on a thread, once however many providers ask."""
-
-    def run() -> None:
-        with contextlib.suppress(BaseException):  # the import in `start` raises it again, where it is reported
-            importlib.import_module(module)
-
-    threading.Thread(target=run, name=f"import {module}", daemon=True).start()
 
 
 def _compile(expression: str, key: str, source: str) -> Any:
@@ -55,7 +41,7 @@ class PooledProvider(Provider):
         """Import the HTTP client (aiohttp: ~0.1 s of a ~0.55 s start-up) on a thread: the sheet's load into DuckDB
         mostly runs without the GIL, so the import costs little there. `start` imports it again, which waits
         for this one (Python locks each module while it loads)."""
-        _import_in_background(HTTP_CLIENT)
+        import_in_background(HTTP_CLIENT)
 
     async def start(self) -> None:
         """Open this provider's connection pool."""
