@@ -192,3 +192,42 @@ def test_a_rated_call_counts_from_when_its_request_was_sent(provider_server) -> 
             await client.close()
 
     anyio.run(main)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_rated_call_is_counted_after_its_request_is_written(provider_server, method: str) -> None:
+    """aiohttp signals a request's headers (or body) just before it writes them; a stall right there (another
+    thread holding the GIL) must not leave the call counted earlier than it left, or the provider sees more
+    than its rate in one window. Real aiohttp, real server; the stall is a second listener on the signals."""
+    import aiohttp
+
+    from glaze_cli.http_client import build_client, request_json
+
+    stalls: list[float] = []
+
+    async def stall(*_: object) -> None:
+        time.sleep(0.02)
+        stalls.append(time.monotonic())  # the request is written after this
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(stall)
+    trace.on_request_chunk_sent.append(stall)
+    trace.freeze()
+
+    async def main() -> None:
+        guard = ProviderGuard("p", Limits(concurrency=1, rate=Rate(5, 1.0)))
+        client = build_client(timeout=10.0, max_connections=1, rate_limited=True)
+        await client.open()
+        client.session._trace_configs.append(trace)  # after glaze's own listener, as a stall would come
+        try:
+            async with guard.slot():
+                (start,) = guard._rate._starts
+                await request_json(client, "GET" if method == "GET" else "POST",
+                                   f"{provider_server.base_url}/v1/company",
+                                   params={"domain": "stripe.com"} if method == "GET" else None,
+                                   body={"domain": "stripe.com"} if method == "POST" else None)
+                assert stalls and start[0] >= max(stalls)
+        finally:
+            await client.close()
+
+    anyio.run(main)
