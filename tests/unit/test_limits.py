@@ -222,8 +222,7 @@ def test_a_rated_call_is_counted_after_its_request_is_written(provider_server, m
         try:
             async with guard.slot():
                 (start,) = guard._rate._starts
-                await request_json(client, "GET" if method == "GET" else "POST",
-                                   f"{provider_server.base_url}/v1/company",
+                await request_json(client, method, f"{provider_server.base_url}/v1/company",
                                    params={"domain": "stripe.com"} if method == "GET" else None,
                                    body={"domain": "stripe.com"} if method == "POST" else None)
                 assert stalls and start[0] >= max(stalls)
