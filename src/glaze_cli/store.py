@@ -341,6 +341,9 @@ class Store:
 
     def requeue_running(self) -> int:
         """Return cells left `running` by a run that died to `queued`, counters corrected."""
+        # Most runs follow a clean stop: one look then, instead of a transaction of five statements (~15 ms).
+        if not self.con.execute("SELECT 1 FROM tasks WHERE status = 'running' LIMIT 1").fetchall():
+            return 0
         return self._requeue("status = 'running'", [])
 
     def requeue(self, sheet_id: int, fields: Sequence[str], statuses: Sequence[str]) -> int:
