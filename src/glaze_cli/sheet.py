@@ -112,11 +112,17 @@ def _check_shape(path: Path, text: str, separator: str) -> None:
             raise InputError(f"{path}: line 1: column name {name!r} appears twice (columns {first} and {number}); "
                              "give every column a unique name")
     width = len(header)
+    start = reader.line_num + 1  # the line the next record starts on (a quoted value may span lines)
     try:
         for record in reader:
             if len(record) != width and record:
-                raise InputError(f"{path}: line {reader.line_num} has {len(record)} field(s) but the header has "
-                                 f"{width}; fix that line (quote values that contain {_describe(separator)})")
+                hint = f"quote values that contain {_describe(separator)}"
+                if reader.line_num > start:
+                    hint = (f"a quoted value that opens there runs on to line {reader.line_num}: close its quote, "
+                            "and write a quote inside a quoted value twice")
+                raise InputError(f"{path}: line {start} has {len(record)} field(s) but the header has {width}; "
+                                 f"fix that line ({hint})")
+            start = reader.line_num + 1
     except csv.Error as exc:
         raise InputError(f"{path}: line {reader.line_num}: {exc}; fix the quoting on that line") from None
 

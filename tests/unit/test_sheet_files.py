@@ -148,6 +148,8 @@ def test_unknown_encoding_is_a_usage_error(tmp_path: Path) -> None:
     pytest.param("domain,\nacme.io,x\n", "column 2 has a blank header", id="blank name"),
     pytest.param("domain,name\na.io,A\nb.io\n", "line 3 has 1 field(s) but the header has 2", id="short row"),
     pytest.param('domain,name\na.io,"A\nB"\nb.io,B,x\n', "line 4 has 3 field(s)", id="long row after quoted newline"),
+    pytest.param('domain,name\na.io,A\n"b.io,B\nc.io,C\n', "line 3 has 1 field(s) but the header has 2; fix that line "
+                 "(a quoted value that opens there runs on to line 4", id="quote never closed"),
     pytest.param("domain,name\n", "the sheet has no rows", id="header only"),
     pytest.param("", "the file is empty", id="empty file"),
 ])
