@@ -5,6 +5,7 @@ The provider's remote service is a loopback server that records each request exa
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,16 +31,16 @@ def server() -> Iterator[RecordingServer]:
         yield running
 
 
-def http_provider(tmp_path: Path, lines: str, server: RecordingServer | None = None) -> Provider:
-    """The `acme` http provider built by the public factory from a glaze.toml holding `lines`.
+def http_provider(tmp_path: Path, lines: str, server: RecordingServer | None = None,
+                  outputs: str = 'industry = "company.industry"') -> Provider:
+    """The `acme` http provider built by the public factory from a glaze.toml holding `lines` and `outputs`.
 
     With a server, the config's https://api.acme.test is that server.
     """
     if server is not None:
         lines = lines.replace("https://api.acme.test", server.origin)
     path = tmp_path / "glaze.toml"
-    path.write_text('[providers.acme]\ntype = "http"\noutputs = { industry = "company.industry" }\n' + lines,
-                    encoding="utf-8")
+    path.write_text(f'[providers.acme]\ntype = "http"\noutputs = {{ {outputs} }}\n' + lines, encoding="utf-8")
     config = load_config(path)
     return build_provider(config.providers["acme"], config.source, config.base_dir)
 
@@ -154,3 +155,63 @@ def test_env_value_that_looks_like_a_placeholder_is_kept(tmp_path: Path, monkeyp
                                        'headers = { Authorization = "Bearer ${ACME_KEY}" }\n', server)
     request, _ = sent_request(server, provider, {"domain": "acme.io"})
     assert (provider.inputs, request.headers["authorization"]) == (("domain",), "Bearer k{ey}")
+
+
+PAYLOAD = {"company": {"industry": "Software", "tags": ["b2b", "saas"], "employees": 120},
+           "people": [{"name": "Ada", "role": "cto"}, {"name": "Grace", "role": "ceo"}], "score": 0.8}
+OUTPUTS = {
+    "industry": "company.industry",
+    "first_tag": "company.tags[0]",
+    "tag_count": "length(company.tags)",
+    "tags": "join(', ', company.tags)",
+    "ceo": "people[?role=='ceo'].name | [0]",
+    "names": "people[*].name",
+    "missing": "company.address.city",
+}
+
+
+def fetch_all(provider: Provider, inputs: dict[str, str], times: int) -> list[Answer]:
+    """`times` answers from one started provider."""
+    async def run() -> list[Answer]:
+        await provider.start()
+        try:
+            return [await provider.fetch(inputs) for _ in range(times)]
+        finally:
+            await provider.close()
+
+    return anyio.run(run)
+
+
+def test_outputs_read_every_kind_of_jmespath_expression_alike_on_every_answer(tmp_path: Path) -> None:
+    """Functions, filters, projections and missing paths give what jmespath gives, the first answer and later."""
+    outputs = ", ".join(f"{name} = {json.dumps(expression)}" for name, expression in OUTPUTS.items())
+    with RecordingServer(PAYLOAD) as server:
+        provider = http_provider(tmp_path, 'url = "https://api.acme.test/v1?d={domain}"\nconfidence = "score"\n',
+                                 server, outputs)
+        answers = fetch_all(provider, {"domain": "acme.io"}, 3)
+    expected = {"industry": "Software", "first_tag": "b2b", "tag_count": "2", "tags": "b2b, saas", "ceo": "Grace",
+                "names": '["Ada", "Grace"]', "missing": None}
+    assert [(a.values, a.confidence) for a in answers] == [(expected, 0.8)] * 3
+
+
+def test_reading_outputs_leaves_nothing_for_the_garbage_collector(tmp_path: Path) -> None:
+    """jmespath's own search leaves a reference cycle per output per answer; a run of 6,000 rows spent a tenth
+    of its event loop's time collecting them. Outputs are read with no interpreter left behind."""
+    from jmespath.visitor import TreeInterpreter
+
+    def interpreters() -> int:
+        return sum(1 for o in gc.get_objects() if isinstance(o, TreeInterpreter))
+
+    with RecordingServer(PAYLOAD) as server:
+        provider = http_provider(tmp_path, 'url = "https://api.acme.test/v1?d={domain}"\n', server,
+                                 'industry = "company.industry", ceo = "people[0].name"')
+        gc.collect()
+        gc.disable()
+        try:
+            before = interpreters()
+            answers = fetch_all(provider, {"domain": "acme.io"}, 20)
+            left = interpreters() - before
+        finally:
+            gc.enable()
+    assert answers[-1].values == {"industry": "Software", "ceo": "Ada"}
+    assert left == 0

@@ -10,6 +10,7 @@ from urllib.parse import quote, urlsplit
 
 import jmespath
 from jmespath.exceptions import JMESPathError
+from jmespath.visitor import TreeInterpreter
 
 from glaze_cli.config import ProviderConfig, env_variables, resolve_env
 from glaze_cli.errors import ConfigError, PermanentProviderError
@@ -24,9 +25,28 @@ if TYPE_CHECKING:
 HTTP_CLIENT = "glaze_cli.http_client"
 
 
-def _compile(expression: str, key: str, source: str) -> Any:
+class _Path:
+    """A compiled JMESPath expression, searched by one interpreter for the provider's life.
+
+    jmespath's own `search` builds an interpreter per call, and each is a reference cycle (its method cache holds
+    its own bound methods): three outputs on 6,000 rows left 108,000 objects for the garbage collector, whose
+    passes took ~0.35 s of the event loop's time in the provider-bound benchmark.
+    """
+
+    __slots__ = ("_ast", "_interpreter")
+
+    def __init__(self, expression: str) -> None:
+        self._ast = jmespath.compile(expression).parsed
+        self._interpreter = TreeInterpreter()
+
+    def search(self, value: Any) -> Any:
+        """The expression's result on `value` (None where it finds nothing)."""
+        return self._interpreter.visit(self._ast, value)
+
+
+def _compile(expression: str, key: str, source: str) -> _Path:
     try:
-        return jmespath.compile(expression)
+        return _Path(expression)
     except JMESPathError as exc:
         raise ConfigError(f"config {source}: {key}: {expression!r} is not a JMESPath expression ({exc})") from None
 
