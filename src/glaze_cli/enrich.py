@@ -6,14 +6,15 @@ the runner, the providers and their HTTP client.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,6 +275,30 @@ def _enrich(req: EnrichRequest, progress: ProgressFactory | None, interrupts: In
     return summary
 
 
+# A collection pass after this many more container objects than were freed (CPython's default is 700).
+FILL_GC_THRESHOLD = 50_000
+
+
+@contextmanager
+def _collector_for_the_fill() -> Iterator[None]:
+    """Fewer passes of the cycle collector while cells are filled; the thresholds are restored afterwards.
+
+    The fill holds objects in claim-sized batches that live until their rows are done, and makes almost no
+    reference cycles. CPython's default thresholds still ran ~3,400 passes in the 400k-cell engine benchmark,
+    28 of them over every object of every imported library (~45 ms each, the event loop waiting): 1.75 s of
+    collection that found 20 objects. The objects alive when the fill starts are frozen out of the passes
+    (`gc.freeze`), and a pass waits for 50,000 more objects, a few MB at most were they all garbage.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(FILL_GC_THRESHOLD, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 def _field_inputs(waterfalls: dict[str, tuple[Step, ...]]) -> dict[str, list[str]]:
     """The sheet columns each field's providers read: a change in them re-queues that field's cell."""
     return {name: sorted({column for step in steps for column in step.provider.inputs}) for name, steps in
@@ -317,7 +342,8 @@ def _run(store: Store, cache: ResponseCache, plan: Plan, req: EnrichRequest, sum
 
     fill_started = time.monotonic()
     try:
-        anyio.run(main, backend="asyncio", backend_options={"use_uvloop": HAVE_UVLOOP})
+        with _collector_for_the_fill():
+            anyio.run(main, backend="asyncio", backend_options={"use_uvloop": HAVE_UVLOOP})
     finally:
         interrupts.on_first = None
     summary.fill_s = time.monotonic() - fill_started

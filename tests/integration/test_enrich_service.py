@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import polars as pl
@@ -89,6 +90,18 @@ def test_lookup_with_duplicate_reference_keys(tmp_path: Path) -> None:
     out = pl.read_csv(tmp_path / "s.enriched.csv", infer_schema=False)
     assert out["industry"].to_list() == ["B", "First", None, "First"]
     assert (summary.exit_code, summary.done, summary.filled) == (0, 4, 3)
+
+
+def test_a_run_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> None:
+    """The fill freezes old objects out of the collector's passes and spaces them out; a caller in the same
+    process gets its own settings back, and nothing stays frozen."""
+    (tmp_path / "directory.csv").write_text("domain,industry\na.example,A\n")
+    (tmp_path / "glaze.toml").write_text(LOOKUP)
+    sheet = sheet_csv(tmp_path / "s.csv", ["a.example", "b.example"])
+    before = gc.get_threshold()
+    summary = enrich(tmp_path, sheet, "industry")
+    assert (summary.exit_code, summary.filled) == (0, 1)
+    assert (gc.get_threshold(), gc.get_freeze_count(), gc.isenabled()) == (before, 0, True)
 
 
 def test_rows_option_limits_the_run(tmp_path: Path, provider_server: ProviderServer) -> None:
