@@ -128,3 +128,17 @@ def test_live_display_under_a_terminal(tmp_path: Path, provider_server: Provider
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
     assert re.search(r"glaze [█░]+ 40/40 cells 100\.0%", plain)
     assert "40 done (0 filled), 0 failed of 40 cells" in screen
+
+
+def test_status_and_export_start_without_polars(tmp_path: Path, glaze) -> None:
+    """`glaze status` and `glaze export` go through DuckDB only: polars (~0.1 s to import) stays unloaded."""
+    (tmp_path / "s.csv").write_text("domain\na.example\nb.example\n")
+    (tmp_path / "glaze.toml").write_text('[providers.sim]\ntype = "simulated"\ninputs = ["domain"]\n'
+                                         'outputs = ["industry"]\n')
+    assert glaze("enrich", "s.csv", "--fields", "industry", "-q").code == 0
+    for args in (["status", "--json"], ["export", "s.csv", "-o", "out.csv", "--with-meta"]):
+        result = glaze(*args, env={"PYTHONPROFILEIMPORTTIME": "1"})
+        loaded = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
+                  if line.startswith("import time:")}
+        assert (result.code, "glaze_cli.store" in loaded, "polars" in loaded) == (0, True, False), args
+    assert (tmp_path / "out.csv").read_text().splitlines()[0] == "domain,industry,industry__source,industry__confidence"
