@@ -148,6 +148,7 @@ class Store:
 
     def _frame(self, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
         import polars as pl
+
         return pl.DataFrame(self.con.sql(sql, params=list(params or [])))
 
     def _dicts(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
@@ -183,6 +184,7 @@ class Store:
         the cells of fields whose inputs changed are queued again (fields never described: any change).
         """
         import polars as pl
+
         resolved = str(path.resolve())
         columns = frame.columns
         incoming = frame.select(
@@ -262,6 +264,7 @@ class Store:
         """Inside load_sheet: queue again the cells of changed rows whose inputs changed, and cells the sheet
         used to fill itself but now leaves empty."""
         import polars as pl
+
         pairs = [(name, column) for name, columns in inputs.items() for column in columns]
         self.con.register("_known_fields", pl.DataFrame({"field": list(inputs)}, schema={"field": pl.String}))
         self.con.register("_field_inputs", pl.DataFrame({"field": [p[0] for p in pairs],
@@ -286,6 +289,7 @@ class Store:
         Returns how many tasks were created.
         """
         import polars as pl
+
         known = json.loads(self.con.execute("SELECT fields FROM sheets WHERE sheet_id = ?",
                                             [sheet_id]).fetchall()[0][0])
         fields_frame = pl.DataFrame({
@@ -490,6 +494,7 @@ class Store:
         same batch (the first wins), so counters cannot double-count.
         """
         import polars as pl
+
         if len({r.task_id for r in results}) < len(results):
             first: dict[int, CellResult] = {}
             for result in results:
@@ -541,6 +546,7 @@ class Store:
 
     def _insert_calls(self, job_id: str | None, calls: Sequence[CallRecord]) -> None:
         import polars as pl
+
         frame = pl.DataFrame(
             {
                 "provider": [c.provider for c in calls],

@@ -45,17 +45,22 @@ def http_provider(tmp_path: Path, lines: str, server: RecordingServer | None = N
     return build_provider(config.providers["acme"], config.source, config.base_dir)
 
 
-def sent_request(server: RecordingServer, provider: Provider, inputs: dict[str, str]) -> tuple[RecordedRequest,
-                                                                                              Answer]:
-    """The request the provider sends for `inputs` as the server received it, and the provider's answer."""
-    async def run() -> Answer:
+def fetch_all(provider: Provider, inputs: dict[str, str], times: int) -> list[Answer]:
+    """`times` answers from one started provider."""
+    async def run() -> list[Answer]:
         await provider.start()
         try:
-            return await provider.fetch(inputs)
+            return [await provider.fetch(inputs) for _ in range(times)]
         finally:
             await provider.close()
 
-    answer = anyio.run(run)
+    return anyio.run(run)
+
+
+def sent_request(server: RecordingServer, provider: Provider, inputs: dict[str, str]) -> tuple[RecordedRequest,
+                                                                                              Answer]:
+    """The request the provider sends for `inputs` as the server received it, and the provider's answer."""
+    (answer,) = fetch_all(provider, inputs, 1)
     assert len(server.requests) == 1
     return server.requests[0], answer
 
@@ -168,18 +173,6 @@ OUTPUTS = {
     "names": "people[*].name",
     "missing": "company.address.city",
 }
-
-
-def fetch_all(provider: Provider, inputs: dict[str, str], times: int) -> list[Answer]:
-    """`times` answers from one started provider."""
-    async def run() -> list[Answer]:
-        await provider.start()
-        try:
-            return [await provider.fetch(inputs) for _ in range(times)]
-        finally:
-            await provider.close()
-
-    return anyio.run(run)
 
 
 def test_outputs_read_every_kind_of_jmespath_expression_alike_on_every_answer(tmp_path: Path) -> None:
